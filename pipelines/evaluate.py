@@ -1,0 +1,78 @@
+"""Stage evaluate: the model against a naive baseline on the test period, overall and per slice.
+
+Writes DVC metrics (`eval/metrics.json`: test.mae, test.rmse, test.r2, baseline.test.mae, slices)
+and plot data (`eval/plots/`, see `dvc plots show`). Fails if the model does not beat the baseline.
+"""
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from tiffin.contract import Contract
+from tiffin.evaluation import regression_metrics, slice_table
+from tiffin.modeling import GroupMeanBaseline
+from tiffin.stage import StageError, read_parquet, start, write_json
+
+PLOTS = "eval/plots"
+
+
+def main() -> None:
+    spec, params, log = start("evaluate")
+    train = read_parquet("data/split/train.parquet")
+    test = read_parquet("data/split/test.parquet")
+    pipeline = joblib.load("models/model.joblib")
+    baseline = GroupMeanBaseline(tuple(spec.evaluation.baseline_group_by)).fit(train, train[spec.target])
+
+    actual = test[spec.target].to_numpy(dtype="float64")
+    predicted = pipeline.predict(test)
+    naive = baseline.predict(test)
+    slices = slice_table(test, actual, predicted, naive, spec.evaluation.slices)
+    model_metrics = regression_metrics(actual, predicted)
+    baseline_metrics = regression_metrics(actual, naive)
+    write_json(
+        {
+            "test": model_metrics,
+            "baseline": {"test": baseline_metrics},
+            "mae_vs_baseline": round(model_metrics["mae"] / baseline_metrics["mae"], 4),
+            "slices": {
+                title: {
+                    row.segment: {"rows": row.rows, "mae": row.mae, "baseline_mae": row.baseline_mae}
+                    for row in group.itertuples()
+                }
+                for title, group in slices.groupby("slice", sort=False)
+            },
+        },
+        "eval/metrics.json",
+    )
+    write_plots(test, spec, actual, predicted, slices)
+    log.info(
+        "test MAE %.2f vs baseline %.2f (ratio %.3f)",
+        model_metrics["mae"],
+        baseline_metrics["mae"],
+        model_metrics["mae"] / baseline_metrics["mae"],
+    )
+    if params.get("must_beat_baseline", True) and model_metrics["mae"] >= baseline_metrics["mae"]:
+        raise StageError(
+            f"the model (MAE {model_metrics['mae']}) does not beat the naive baseline "
+            f"(MAE {baseline_metrics['mae']}): it is not worth registering"
+        )
+
+
+def write_plots(test: pd.DataFrame, spec, actual: np.ndarray, predicted: np.ndarray, slices: pd.DataFrame) -> None:
+    """Plot data as CSV; dvc.yaml says how to draw it."""
+    import pathlib
+
+    pathlib.Path(PLOTS).mkdir(parents=True, exist_ok=True)
+    hour = Contract(spec).event_time(test).dt.hour.to_numpy()
+    pd.DataFrame({"actual": actual, "predicted": predicted.round(3), "hour": hour}).to_csv(
+        f"{PLOTS}/predictions.csv", index=False
+    )
+    by_hour = pd.DataFrame({"hour": hour, "error": np.abs(actual - predicted)}).groupby("hour", as_index=False)
+    by_hour["error"].mean().round(3).rename(columns={"error": "mae"}).to_csv(f"{PLOTS}/error_by_hour.csv", index=False)
+    slices.assign(segment=slices["slice"] + ": " + slices["segment"])[["segment", "mae", "baseline_mae"]].to_csv(
+        f"{PLOTS}/slices.csv", index=False
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Stage split: train / validation / test as consecutive periods, the test set the latest.
+
+Never random: a model is always scored on hours that come after the ones it learned from. Give the
+boundaries as dates (`validation_start`, `test_start`) or as shares of the time span.
+"""
+
+import pandas as pd
+
+from tiffin.contract import Contract
+from tiffin.stage import StageError, read_parquet, start, write_parquet
+
+
+def boundaries(moments: pd.Series, params: dict) -> tuple[pd.Timestamp, pd.Timestamp]:
+    if "test_start" in params:
+        return pd.Timestamp(params["validation_start"]), pd.Timestamp(params["test_start"])
+    ordered = moments.sort_values(ignore_index=True)
+    n = len(ordered)
+    test = ordered.iloc[int(n * (1 - params["test_share"]))]
+    validation = ordered.iloc[int(n * (1 - params["test_share"] - params["validation_share"]))]
+    return validation, test
+
+
+def main() -> None:
+    spec, params, log = start("split")
+    clean = read_parquet("data/validated/clean.parquet")
+    moments = Contract(spec).event_time(clean)
+    validation_start, test_start = boundaries(moments, params)
+    order = moments.argsort(kind="stable")
+    clean, moments = clean.iloc[order].reset_index(drop=True), moments.iloc[order].reset_index(drop=True)
+    parts = {
+        "train": clean[moments < validation_start],
+        "validation": clean[(moments >= validation_start) & (moments < test_start)],
+        "test": clean[moments >= test_start],
+    }
+    for name, part in parts.items():
+        if part.empty:
+            raise StageError(f"the {name} period is empty: check `split` against the ingest window")
+        write_parquet(part, f"data/split/{name}.parquet")
+    log.info(
+        "train %d rows (< %s), validation %d, test %d (>= %s)",
+        len(parts["train"]),
+        validation_start,
+        len(parts["validation"]),
+        len(parts["test"]),
+        test_start,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Stage validate: normalise raw rows and enforce the contract; quarantine what fails.
+
+Rejected rows are kept with their row number, key, field, value and rule. The stage fails when the
+quarantined share exceeds `validate.max_quarantine_share`.
+"""
+
+from tiffin.contract import Contract
+from tiffin.stage import StageError, read_parquet, start, write_json, write_parquet
+
+CLEAN = "data/validated/clean.parquet"
+QUARANTINE = "data/validated/quarantine.parquet"
+REPORT = "eval/validation.json"
+
+
+def main() -> None:
+    spec, params, log = start("validate")
+    raw = read_parquet("data/snapshot/rows.parquet")
+    result = Contract(spec).validate(raw)
+    share = result.rejected_rows / max(len(raw), 1)
+    write_parquet(result.valid, CLEAN)
+    write_parquet(result.rejects, QUARANTINE)
+    problems = result.rejects.groupby(["field", "rule"]).size().sort_values(ascending=False)
+    write_json(
+        {
+            "rows": len(raw),
+            "valid_rows": len(result.valid),
+            "quarantined_rows": result.rejected_rows,
+            "quarantined_share": round(share, 6),
+            "problems": {f"{field}: {rule}": int(n) for (field, rule), n in problems.items()},
+        },
+        REPORT,
+    )
+    log.info(
+        "%d rows valid, %d quarantined (%.2f %%) -> %s",
+        len(result.valid),
+        result.rejected_rows,
+        100 * share,
+        QUARANTINE,
+    )
+    limit = float(params["max_quarantine_share"])
+    if share > limit:
+        top = "; ".join(f"{field} {rule}: {n}" for (field, rule), n in problems.head(5).items())
+        raise StageError(f"{100 * share:.2f} % of rows failed the contract (limit {100 * limit:.2f} %): {top}")
+
+
+if __name__ == "__main__":
+    main()

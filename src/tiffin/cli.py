@@ -1,0 +1,179 @@
+"""`tiffin`: the project's command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from tiffin import settings
+from tiffin.spec import DatasetSpec, load_spec
+from tiffin.stage import load_params
+
+REGISTRATION = Path("models/registration.json")
+
+
+def _spec(path: str | None) -> tuple[DatasetSpec, str]:
+    """The spec given, else the one params.yaml names."""
+    path = path or load_params()["spec"]
+    return load_spec(path), path
+
+
+spec_option = click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Dataset spec (default: the one params.yaml names).",
+)
+db_option = click.option(
+    "--db",
+    "db",
+    envvar="TIFFIN_DB_URL",
+    default=settings.DEFAULT_DB_URL,
+    show_default=True,
+    help="SQLAlchemy URL of the source database [env TIFFIN_DB_URL].",
+)
+
+
+@click.group()
+@click.version_option(package_name="tiffin")
+def main() -> None:
+    """Tiffin: versioned data to a released, load-tested model service."""
+
+
+@main.group()
+def db() -> None:
+    """The source database."""
+
+
+@db.command("seed")
+@spec_option
+@db_option
+@click.option(
+    "--file",
+    "seed_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Raw rows to load (CSV, .csv.gz or Parquet; default: the spec's source.seed_file).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]),
+    help="Load only rows whose time is at or before this moment (to replay later hours).",
+)
+@click.option("--if-empty", is_flag=True, help="Do nothing if the table already has rows.")
+def db_seed(spec_path: str | None, db: str, seed_file: str | None, until: datetime | None, if_empty: bool) -> None:
+    """Load raw rows, as they are, into the source table. Idempotent: existing keys are skipped."""
+    from tiffin import db as database
+
+    spec, _ = _spec(spec_path)
+    engine = database.engine_for(db)
+    if if_empty and database.count_rows(engine, spec):
+        click.echo(f"{spec.source.table}: {database.count_rows(engine, spec)} rows already, nothing to do")
+        return
+    seed_file = seed_file or spec.source.seed_file
+    if not seed_file:
+        raise click.UsageError("the spec has no source.seed_file: pass --file")
+    result = database.seed(engine, spec, database.read_seed_file(seed_file), until=until)
+    held = f", {result.held_back} after the cut-off held back" if until else ""
+    click.echo(
+        f"{spec.source.table}: {result.inserted} rows added, {result.offered - result.inserted} already there{held}"
+    )
+
+
+@db.command("status")
+@spec_option
+@db_option
+def db_status(spec_path: str | None, db: str) -> None:
+    """Rows in the source table and the span of its window column."""
+    import sqlalchemy as sa
+
+    from tiffin import db as database
+
+    spec, _ = _spec(spec_path)
+    engine = database.engine_for(db)
+    rows = database.count_rows(engine, spec)
+    span = ""
+    if rows:
+        table = database.source_table(engine, spec)
+        column = table.c[spec.source.window_column]
+        with engine.connect() as connection:
+            low, high = connection.execute(sa.select(sa.func.min(column), sa.func.max(column))).one()
+        span = f", {spec.source.window_column} from {low} to {high}"
+    click.echo(f"{engine.url.render_as_string()} {spec.source.table}: {rows} rows{span}")
+
+
+@main.command("validate")
+@spec_option
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--serving", is_flag=True, help="Check only the model inputs, as the API does.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), help="Write the problems to a CSV.")
+def validate(spec_path: str | None, path: str, serving: bool, rejects_path: str | None) -> None:
+    """Check a CSV or Parquet file against the contract; exit 1 if any row breaks it."""
+    from tiffin import db as database
+    from tiffin.contract import Contract
+
+    spec, _ = _spec(spec_path)
+    result = Contract(spec).validate(database.read_seed_file(path), serving=serving)
+    click.echo(f"{len(result.valid)} valid rows, {result.rejected_rows} rejected")
+    if result.rejected_rows:
+        click.echo(result.rejects.head(50).to_string(index=False))
+        if rejects_path:
+            result.rejects.to_csv(rejects_path, index=False)
+        sys.exit(1)
+
+
+@main.group()
+def models() -> None:
+    """Registered models in the BentoML model store."""
+
+
+@models.command("list")
+@click.option("--name", help="Only this model name.")
+def models_list(name: str | None) -> None:
+    """Registered models, newest first."""
+    from tiffin import registry
+
+    for model in registry.list_models(name):
+        metrics = model.info.metadata.get("metrics", {}).get("test", {})
+        click.echo(f"{model.tag}  {model.info.creation_time:%Y-%m-%d %H:%M}  test MAE {metrics.get('mae', '?')}")
+
+
+def _registered_tag() -> str:
+    if not REGISTRATION.exists():
+        raise click.UsageError("no model registered here yet: run `make repro` (or give a TAG)")
+    return json.loads(REGISTRATION.read_text())["tag"]
+
+
+@models.command("show")
+@click.argument("tag", required=False)
+def models_show(tag: str | None) -> None:
+    """A model's lineage: commit, data snapshot, params and metrics (default: the pipeline's)."""
+    from bentoml.exceptions import NotFound
+
+    from tiffin import registry
+
+    tag = tag or _registered_tag()
+    try:
+        model = registry.load(tag)
+    except NotFound as missing:
+        raise click.ClickException(f"{tag} is not in the store {registry.store_path()}") from missing
+    click.echo(json.dumps({"tag": model.tag, **model.metadata}, indent=2, default=str))
+
+
+@models.command("check")
+def models_check() -> None:
+    """Exit 1 if the model the pipeline registered (models/registration.json) is not in the store."""
+    from bentoml.exceptions import NotFound
+
+    from tiffin import registry
+
+    tag = _registered_tag()
+    try:
+        registry.load(tag)
+    except NotFound:
+        click.echo(f"{tag} is missing from {registry.store_path()}", err=True)
+        sys.exit(1)
+    click.echo(f"{tag} is in the store")

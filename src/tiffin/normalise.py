@@ -1,0 +1,60 @@
+"""Named parsers that turn raw source values into canonical ones.
+
+A spec names them (`parse: hour_of_day`, `fill_missing: {using: weekday_name, from: dteday}`);
+a user can also give `package.module:function`. Each takes and returns a pandas Series; a value
+that cannot be parsed becomes NA, and the contract reports it with the raw value.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+Parser = Callable[[pd.Series], pd.Series]
+
+_CLOCK_HOUR = re.compile(r"^\s*(\d{1,2})\s*([ap])\.?\s*m\.?\s*$", re.IGNORECASE)
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _clock_hour(value: object) -> float:
+    """'6am' -> 6, '12am' -> 0, '12pm' -> 12, '11 PM' -> 23; anything else -> NaN."""
+    match = _CLOCK_HOUR.match(str(value))
+    if not match:
+        return np.nan
+    hour, half = int(match.group(1)), match.group(2).lower()
+    if not 1 <= hour <= 12:
+        return np.nan
+    return float(hour % 12 + (12 if half == "p" else 0))
+
+
+def hour_of_day(raw: pd.Series) -> pd.Series:
+    """Hours as numbers (6, 6.0, '6') or clock text ('6am'); the contract checks the range."""
+    numeric = pd.to_numeric(raw, errors="coerce")
+    text = raw.notna() & numeric.isna()
+    if text.any():
+        numeric = numeric.astype("float64")
+        numeric[text] = raw[text].map(_clock_hour).astype("float64")
+    return numeric
+
+
+def weekday_name(dates: pd.Series) -> pd.Series:
+    """The three-letter English weekday of each date ('Mon' … 'Sun')."""
+    return dates.dt.dayofweek.map(lambda day: WEEKDAYS[int(day)] if pd.notna(day) else None)
+
+
+PARSERS: dict[str, Parser] = {"hour_of_day": hour_of_day, "weekday_name": weekday_name}
+
+
+def resolve(name: str) -> Parser:
+    """A parser by its short name, or by `package.module:function` for a user's own."""
+    if name in PARSERS:
+        return PARSERS[name]
+    module, sep, attribute = name.partition(":")
+    if not sep:
+        known = ", ".join(sorted(PARSERS))
+        raise ValueError(f"unknown parser {name!r}: use one of {known} or 'package.module:function'")
+    return getattr(importlib.import_module(module), attribute)
