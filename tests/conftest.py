@@ -22,7 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get("TIFFIN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", "pipelines", "specs", "src", "data/seed"]
+PROJECT_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    "pyproject.toml",
+    "pipelines",
+    "specs",
+    "src",
+    "service",
+    "data/seed",
+]
 
 
 @pytest.fixture(scope="session")
@@ -112,11 +122,9 @@ class Project:
         self.run("git", "commit", "-q", "-m", message)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Project:
-    """A fresh copy of the pipeline, as a git + DVC repo, that the test may change freely."""
-    path = tmp_path / "project"
-    path.mkdir()
+def make_project(path: Path) -> Project:
+    """A copy of the pipeline and service at `path`, as a git + DVC repo of its own."""
+    path.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = ROOT / name
         target = path / name
@@ -132,3 +140,29 @@ def project(tmp_path: Path) -> Project:
     copy.run("dvc", "config", "core.analytics", "false")
     copy.commit("project copy")
     return copy
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A fresh copy of the pipeline that the test may change freely."""
+    return make_project(tmp_path / "project")
+
+
+SMALL_WINDOW = {"start": "2011-01-01", "end": "2011-04-30"}
+SHARES = {"validation_share": 0.15, "test_share": 0.2}
+QUICK_TRAIN = {"max_iter": 60, "learning_rate": 0.1, "random_state": 42}
+
+
+def small_bike_project(project: Project) -> Project:
+    """Seeded, and set to a four-month window and a quick model, so `dvc repro` takes seconds."""
+    project.set_params(ingest=SMALL_WINDOW, split=SHARES, train=QUICK_TRAIN)
+    project.run("tiffin", "db", "seed")
+    return project
+
+
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """One small pipeline run for the whole session, with a registered model: do not modify it."""
+    project = small_bike_project(make_project(tmp_path_factory.mktemp("reproduced") / "project"))
+    project.run("dvc", "repro")
+    return project

@@ -8,6 +8,7 @@ rejected row comes back with its row number, key, field, raw value and the rule 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 
 import numpy as np
@@ -216,3 +217,224 @@ def _to_number(raw: pd.Series) -> pd.Series:
     # Booleans are not numbers here, even though Python says True == 1.
     values = pd.to_numeric(raw.map(lambda v: None if isinstance(v, bool) else v), errors="coerce")
     return values.astype("float64")
+
+
+# -- the same contract, one record at a time ----------------------------------------------------
+#
+# A prediction request of one row cannot afford pandas (milliseconds per call), so requests are
+# checked record by record in plain Python. The rules are the spec's, with pandera's own names,
+# and tests/code/test_contract_serving.py proves both paths accept, reject and canonicalise alike.
+
+_UNREADABLE = object()
+_MISSING = object()
+
+
+def json_schema(spec: ColumnSpec) -> dict:
+    """The JSON Schema of one canonical field, for the API's OpenAPI document."""
+    schema: dict = {
+        "int": {"type": "integer"},
+        "float": {"type": "number"},
+        "category": {"type": "string", "enum": list(spec.values or [])},
+        "string": {"type": "string"},
+        "date": {"type": "string", "format": "date"},
+        "datetime": {"type": "string", "format": "date-time"},
+    }[spec.type]
+    if spec.min is not None:
+        schema["minimum"] = spec.min
+    if spec.max is not None:
+        schema["maximum"] = spec.max
+    if spec.description:
+        schema["description"] = spec.description
+    if spec.example is not None:
+        schema["examples"] = [spec.example]
+    if spec.nullable or spec.fill_missing:
+        schema = {
+            "anyOf": [schema, {"type": "null"}],
+            **{k: schema.pop(k) for k in ("description", "examples") if k in schema},
+        }
+    return schema
+
+
+def _read_number(value: object) -> float | object:
+    if isinstance(value, bool):
+        return _UNREADABLE
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return _UNREADABLE
+    return _UNREADABLE
+
+
+def _read_moment(value: object, date_only: bool) -> datetime | object:
+    if not isinstance(value, str):
+        return _UNREADABLE
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return _UNREADABLE
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    if date_only and moment != datetime(moment.year, moment.month, moment.day):
+        return _UNREADABLE
+    return moment
+
+
+class RecordValidator:
+    """The serving contract for plain records (dicts, as parsed from JSON), column by column.
+
+    Each column is checked with vectorised numpy when all its values have the expected JSON type,
+    and value by value only when something is off. Canonical columns come back as numpy arrays
+    (numbers: float64 with NaN; dates: datetime64[ns] with NaT) or lists (categories, strings).
+    """
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.columns = spec.input_columns
+        self._rule_texts = {name: self._rules(spec.columns[name]) for name in self.columns}
+
+    @staticmethod
+    def _rules(spec: ColumnSpec) -> dict[str, str]:
+        """Rule texts, taken from the pandera checks themselves so both paths name rules alike."""
+        checks = Contract._pandera_column(spec).checks
+        return {"type": _column_rule(spec), **{check.name: check.error for check in checks}}
+
+    def validate(self, records: list[dict]) -> tuple[dict[str, object], list[dict]]:
+        """Canonical columns, and problems as row/field/value/rule (sorted by row)."""
+        columns, problems = {}, []
+        for name in self.columns:
+            values = [record.get(name, _MISSING) for record in records]
+            columns[name] = self._column(name, values, problems)
+        self._fill_missing(columns)
+        self._reject_nulls(columns, problems)
+        problems.sort(key=lambda problem: problem["row"])
+        return columns, problems
+
+    # -- one column ---------------------------------------------------------------------------
+
+    def _column(self, name: str, values: list, problems: list[dict]) -> object:
+        spec = self.spec.columns[name]
+        if spec.type in ("int", "float"):
+            return self._numbers(name, spec, values, problems)
+        if spec.type in ("date", "datetime"):
+            return self._moments(name, spec, values, problems)
+        if spec.type == "category":
+            return self._categories(name, spec, values, problems)
+        return [None if v is None or v is _MISSING else str(v) for v in values]
+
+    def _problem(self, problems: list, row: int, name: str, value: object, rule: str) -> None:
+        problems.append(
+            {"row": row, "field": name, "value": "<missing>" if value is _MISSING else str(value), "rule": rule}
+        )
+
+    def _absent(self, problems: list, row: int, name: str, spec: ColumnSpec, value: object) -> None:
+        """A missing field is reported here; a null one after filling (as pandera's not_nullable)."""
+        if value is _MISSING and not spec.nullable and not spec.fill_missing:
+            self._problem(problems, row, name, value, "required: field is missing")
+
+    def _numbers(self, name: str, spec: ColumnSpec, values: list, problems: list) -> np.ndarray:
+        if all(type(v) in (int, float) for v in values):
+            numbers = np.array(values, dtype="float64")
+        else:
+            parser = normalise.resolve(spec.parse) if spec.parse else None
+            numbers = np.full(len(values), np.nan)
+            for row, value in enumerate(values):
+                if value is None or value is _MISSING:
+                    self._absent(problems, row, name, spec, value)
+                    continue
+                if isinstance(value, str) and parser is not None:
+                    value = parser(pd.Series([value], dtype=object)).iloc[0]
+                number = _read_number(value)
+                if number is _UNREADABLE or (number != number and not isinstance(values[row], float)):
+                    self._problem(problems, row, name, values[row], self._rule_texts[name]["type"])
+                else:
+                    numbers[row] = number
+        if spec.type == "int":
+            fractional = np.flatnonzero(~np.isnan(numbers) & (numbers != np.floor(numbers)))
+            for row in fractional:
+                self._problem(problems, int(row), name, values[row], self._rule_texts[name]["type"])
+            numbers[fractional] = np.nan
+        self._check_range(name, spec, numbers, values, problems)
+        return numbers
+
+    def _check_range(self, name: str, spec: ColumnSpec, numbers: np.ndarray, values: list, problems: list) -> None:
+        low = -np.inf if spec.min is None else spec.min
+        high = np.inf if spec.max is None else spec.max
+        with np.errstate(invalid="ignore"):
+            outside = np.flatnonzero(~np.isnan(numbers) & ((numbers < low) | (numbers > high)))
+        if len(outside):
+            rules = self._rule_texts[name]
+            rule = rules.get("in_range") or rules.get("greater_than_or_equal_to") or rules["less_than_or_equal_to"]
+            for row in outside:
+                self._problem(problems, int(row), name, values[row], rule)
+            numbers[outside] = np.nan
+
+    def _moments(self, name: str, spec: ColumnSpec, values: list, problems: list) -> np.ndarray:
+        if spec.type == "date" and all(type(v) is str and len(v) == 10 for v in values):
+            try:
+                return np.array(values, dtype="datetime64[D]").astype("datetime64[ns]")
+            except ValueError:
+                pass  # some value is not a date: find which, below
+        moments = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+        for row, value in enumerate(values):
+            if value is None or value is _MISSING:
+                self._absent(problems, row, name, spec, value)
+                continue
+            moment = _read_moment(value, spec.type == "date")
+            if moment is _UNREADABLE:
+                self._problem(problems, row, name, value, self._rule_texts[name]["type"])
+            else:
+                moments[row] = np.datetime64(moment, "ns")
+        return moments
+
+    def _categories(self, name: str, spec: ColumnSpec, values: list, problems: list) -> list:
+        allowed = set(spec.values or [])
+        if all(type(v) is str for v in values) and set(values) <= allowed:
+            return values
+        canonical = {value.lower(): value for value in allowed}
+        out = []
+        for row, value in enumerate(values):
+            if value is None or value is _MISSING:
+                self._absent(problems, row, name, spec, value)
+                out.append(None)
+                continue
+            text = str(value).strip()
+            category = canonical.get(text.lower(), text)
+            if category not in allowed:
+                self._problem(problems, row, name, value, self._rule_texts[name]["isin"])
+                category = None
+            out.append(category)
+        return out
+
+    # -- across columns ------------------------------------------------------------------------
+
+    def _fill_missing(self, columns: dict[str, object]) -> None:
+        for name in self.columns:
+            fill = self.spec.columns[name].fill_missing
+            if fill is None or fill.from_ not in columns:
+                continue
+            gaps = [row for row, value in enumerate(columns[name]) if value is None]
+            if gaps:
+                source = pd.Series(np.asarray(columns[fill.from_])[gaps])
+                derived = normalise.resolve(fill.using)(source).tolist()
+                for row, value in zip(gaps, derived, strict=True):
+                    columns[name][row] = None if pd.isna(value) else value
+
+    def _reject_nulls(self, columns: dict[str, object], problems: list[dict]) -> None:
+        reported = {(p["row"], p["field"]) for p in problems}
+        for name in self.columns:
+            if self.spec.columns[name].nullable:
+                continue
+            for row in np.flatnonzero(_is_null(columns[name])):
+                if (int(row), name) not in reported:
+                    self._problem(problems, int(row), name, None, "not_nullable")
+
+
+def _is_null(column: object) -> np.ndarray:
+    if isinstance(column, np.ndarray) and column.dtype.kind == "M":
+        return np.isnat(column)
+    if isinstance(column, np.ndarray) and column.dtype.kind == "f":
+        return np.isnan(column)
+    return np.array([value is None for value in column], dtype=bool)

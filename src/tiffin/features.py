@@ -16,14 +16,34 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from tiffin.spec import DatasetSpec
 
-_DATE_PARTS = {
-    "year": lambda d: d.dt.year,
-    "month": lambda d: d.dt.month,
-    "day": lambda d: d.dt.day,
-    "dayofweek": lambda d: d.dt.dayofweek,
-    "dayofyear": lambda d: d.dt.dayofyear,
-    "hour": lambda d: d.dt.hour,
-}
+_DAY = np.timedelta64(1, "D")
+
+
+def _date_part(moments: np.ndarray, part: str) -> np.ndarray:
+    """One calendar part of datetime64[ns] values, as float64 (NaN where the moment is missing)."""
+    days = moments.astype("datetime64[D]")
+    values = {
+        "year": lambda: moments.astype("datetime64[Y]").astype("int64") + 1970,
+        "month": lambda: moments.astype("datetime64[M]").astype("int64") % 12 + 1,
+        "day": lambda: (days - days.astype("datetime64[M]")) // _DAY + 1,
+        "dayofweek": lambda: (days.astype("int64") + 3) % 7,  # 1970-01-01 was a Thursday; Monday is 0
+        "dayofyear": lambda: (days - days.astype("datetime64[Y]")) // _DAY + 1,
+        "hour": lambda: (moments - days) // np.timedelta64(1, "h"),
+    }[part]().astype("float64")
+    values[np.isnat(moments)] = np.nan
+    return values
+
+
+def _as_floats(column: object) -> np.ndarray:
+    if isinstance(column, pd.Series):
+        return column.to_numpy(dtype="float64", na_value=np.nan)
+    return np.asarray(column, dtype="float64")
+
+
+def _as_moments(column: object) -> np.ndarray:
+    if isinstance(column, pd.Series):
+        return pd.to_datetime(column).to_numpy(dtype="datetime64[ns]")
+    return np.asarray(column, dtype="datetime64[ns]")
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
@@ -48,16 +68,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self.n_features_out_ = len(self.get_feature_names_out())
         return self
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        blocks = [frame[name].to_numpy(dtype="float64", na_value=np.nan) for name in self.numeric]
+    def transform(self, frame: pd.DataFrame | dict) -> np.ndarray:
+        """A DataFrame, or a dict of canonical columns (the API's path: no pandas per request)."""
+        blocks = [_as_floats(frame[name]) for name in self.numeric]
         for name, values in (self.categorical or {}).items():
-            codes = pd.Categorical(frame[name], categories=values).codes.astype("float64")
-            codes[codes < 0] = np.nan
-            blocks.append(codes)
+            codes = {value: float(code) for code, value in enumerate(values)}
+            column = frame[name]
+            blocks.append(np.fromiter((codes.get(v, np.nan) for v in column), dtype="float64", count=len(column)))
         for name, parts in (self.date_parts or {}).items():
-            dates = pd.to_datetime(frame[name])
-            blocks.extend(_DATE_PARTS[part](dates).to_numpy(dtype="float64", na_value=np.nan) for part in parts)
-        return np.column_stack(blocks) if blocks else np.empty((len(frame), 0))
+            moments = _as_moments(frame[name])
+            blocks.extend(_date_part(moments, part) for part in parts)
+        rows = len(blocks[0]) if blocks else len(frame)
+        return np.column_stack(blocks) if blocks else np.empty((rows, 0))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         names = [*self.numeric, *(self.categorical or {})]

@@ -61,15 +61,19 @@ def register(
     return tag, True
 
 
-def load(tag: str) -> LoadedModel:
-    """A registered model with its spec; `name` alone means its latest version."""
-    model = bentoml.models.get(tag)
+def from_store(model: bentoml.Model) -> LoadedModel:
+    """A model already resolved from the store (e.g. a service's `BentoModel`), with its spec."""
     return LoadedModel(
         tag=str(model.tag),
         pipeline=joblib.load(model.path_of(MODEL_FILE)),
         spec=load_spec(model.path_of(SPEC_FILE)),
         metadata=dict(model.info.metadata),
     )
+
+
+def load(tag: str) -> LoadedModel:
+    """A registered model with its spec; `name` alone means its latest version."""
+    return from_store(bentoml.models.get(tag))
 
 
 def list_models(name: str | None = None) -> list[bentoml.Model]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 DEFAULT_DB_URL = "sqlite:///data/tiffin.db"
@@ -17,8 +18,18 @@ def db_url(override: str | None = None) -> str:
 def use_project_model_store() -> Path:
     """Point BentoML at the project's own store (`.bentoml/`) unless BENTOML_HOME is set.
 
-    Must run before `bentoml` is imported: BentoML reads the variable once, at import.
+    BentoML reads BENTOML_HOME once. Where it is already imported (under the `bentoml serve` CLI,
+    run from the project root), its model store is re-pointed, so plain `bentoml serve` finds the
+    model the pipeline registered; elsewhere the variable is set before BentoML reads it.
     """
-    os.environ.setdefault("BENTOML_HOME", str(Path(".bentoml").resolve()))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    return Path(os.environ["BENTOML_HOME"])
+    if "BENTOML_HOME" in os.environ:
+        return Path(os.environ["BENTOML_HOME"])
+    home = Path(".bentoml").resolve()
+    os.environ["BENTOML_HOME"] = str(home)
+    if "bentoml" in sys.modules and (home / "models").is_dir():
+        from bentoml._internal.configuration.containers import BentoMLContainer
+        from bentoml._internal.models.model import ModelStore
+
+        BentoMLContainer.model_store.set(ModelStore(home / "models"))
+    return home

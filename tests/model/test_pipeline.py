@@ -6,20 +6,10 @@ import joblib
 import pandas as pd
 import pytest
 
-from ..conftest import ROOT, Project
+from ..conftest import ROOT, SHARES, SMALL_WINDOW, Project, small_bike_project
 from ..fixtures.store_sales.make_data import make_order_lines
 
 pytestmark = pytest.mark.slow
-
-SMALL_WINDOW = {"start": "2011-01-01", "end": "2011-04-30"}
-SHARES = {"validation_share": 0.15, "test_share": 0.2}
-QUICK_TRAIN = {"max_iter": 60, "learning_rate": 0.1, "random_state": 42}
-
-
-def small_bike_project(project: Project) -> Project:
-    project.set_params(ingest=SMALL_WINDOW, split=SHARES, train=QUICK_TRAIN)
-    project.run("tiffin", "db", "seed")
-    return project
 
 
 def test_repro_ingests_validates_trains_evaluates_and_registers(project: Project) -> None:

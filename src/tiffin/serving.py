@@ -1,0 +1,219 @@
+"""What the BentoML service needs beyond the model: settings, limits, auth, metrics, error bodies.
+
+Kept out of `service/app.py` so the service stays a thin class and this stays testable.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from tiffin.contract import json_schema
+from tiffin.inference import Scorer
+from tiffin.registry import SPEC_FILE, from_store
+from tiffin.spec import DatasetSpec
+
+__all__ = ["SPEC_FILE", "GuardMiddleware", "Metrics", "ServiceConfig", "load_scorer", "model_tag"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+REGISTRATION = "models/registration.json"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    workers: int = 2
+    max_rows: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_concurrency: int = 64
+    timeout_seconds: int = 10
+    api_token: str | None = None
+    access_log: bool = False
+
+    @classmethod
+    def from_env(cls) -> ServiceConfig:
+        """TIFFIN_WORKERS, TIFFIN_MAX_ROWS, TIFFIN_MAX_BODY_BYTES, TIFFIN_MAX_CONCURRENCY,
+        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG."""
+        env = os.environ.get
+        return cls(
+            workers=int(env("TIFFIN_WORKERS", cls.workers)),
+            max_rows=int(env("TIFFIN_MAX_ROWS", cls.max_rows)),
+            max_body_bytes=int(env("TIFFIN_MAX_BODY_BYTES", cls.max_body_bytes)),
+            max_concurrency=int(env("TIFFIN_MAX_CONCURRENCY", cls.max_concurrency)),
+            timeout_seconds=int(env("TIFFIN_TIMEOUT_SECONDS", cls.timeout_seconds)),
+            api_token=env("TIFFIN_API_TOKEN") or None,
+            access_log=env("TIFFIN_ACCESS_LOG", "false").lower() in ("1", "true", "yes"),
+        )
+
+
+def model_tag() -> str:
+    """TIFFIN_MODEL, else the model the pipeline registered (models/registration.json)."""
+    if tag := os.environ.get("TIFFIN_MODEL"):
+        return tag
+    for base in (Path.cwd(), PROJECT_ROOT):
+        if (base / REGISTRATION).exists():
+            return json.loads((base / REGISTRATION).read_text())["tag"]
+    raise LookupError("no model to serve: run `make repro` (registers one) or set TIFFIN_MODEL=name:version")
+
+
+def load_scorer(stored_model: Any) -> Scorer:
+    loaded = from_store(stored_model)
+    return Scorer(loaded.pipeline, loaded.spec)
+
+
+def example_record(spec: DatasetSpec) -> dict[str, Any]:
+    return {name: spec.columns[name].example for name in spec.input_columns if spec.columns[name].example is not None}
+
+
+def rows_json_schema(spec: DatasetSpec, max_rows: int) -> dict[str, Any]:
+    """The request's `rows`: the contract's fields, types, ranges and an example, for /docs.json."""
+    required = [n for n in spec.input_columns if not spec.columns[n].nullable and not spec.columns[n].fill_missing]
+    return {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_rows,
+        "items": {
+            "type": "object",
+            "title": f"{spec.name} record",
+            "properties": {name: json_schema(spec.columns[name]) for name in spec.input_columns},
+            "required": required,
+        },
+        "examples": [[example_record(spec)]],
+    }
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    body: dict[str, Any]
+
+
+def refuse_size(rows: list, max_rows: int) -> Refusal | None:
+    if not rows:
+        return Refusal(400, {"error": "`rows` is empty: send at least one record", "detail": []})
+    if len(rows) > max_rows:
+        message = f"{len(rows)} rows is over the limit of {max_rows} a request (TIFFIN_MAX_ROWS): split the request"
+        return Refusal(413, {"error": message, "detail": []})
+    return None
+
+
+def problems_body(problems: list[dict], rows: int) -> dict[str, Any]:
+    bad = len({problem["row"] for problem in problems})
+    return {"error": f"{bad} of {rows} rows break the contract; nothing was predicted", "detail": problems}
+
+
+# -- metrics (prometheus_client; BentoML aggregates them across workers at /metrics) -------------
+
+_VALUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, float("inf"))
+PREDICTIONS = Counter("tiffin_predictions", "Rows predicted", ["model"])
+REJECTED = Counter("tiffin_rejected_rows", "Problems found in rejected rows, by field and rule", ["field", "rule"])
+PREDICTED_VALUE = Histogram("tiffin_prediction_value", "Predicted values", ["model"], buckets=_VALUE_BUCKETS)
+MODEL_INFO = Gauge("tiffin_model_info", "The model this service answers with", ["model"], multiprocess_mode="max")
+
+
+class Metrics:
+    def __init__(self, tag: str) -> None:
+        self.predictions = PREDICTIONS.labels(model=tag)
+        self.values = PREDICTED_VALUE.labels(model=tag)
+        MODEL_INFO.labels(model=tag).set(1)
+
+    def served(self, predictions: list[float]) -> None:
+        self.predictions.inc(len(predictions))
+        observe_many(self.values, predictions)
+
+    @staticmethod
+    def rejected(problems: list[dict]) -> None:
+        for problem in problems:
+            REJECTED.labels(field=problem["field"], rule=problem["rule"]).inc()
+
+
+def observe_many(histogram: Any, values: list[float]) -> None:
+    """Histogram.observe for many values at once: one increment a bucket, not one call a value.
+
+    prometheus_client has no bulk observe, and 1,000 calls cost more than the prediction itself.
+    This adds to the same per-bucket counters (`_buckets`, `_sum`) that `observe` uses.
+    """
+    bounds = np.asarray(histogram._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(int(count))
+    histogram._sum.inc(float(np.sum(values)))
+
+
+# -- auth and body size, before BentoML reads the body ---------------------------------------------
+
+_OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json")
+
+
+class GuardMiddleware:
+    """Bearer-token auth (when TIFFIN_API_TOKEN is set) and a body-size limit, as plain ASGI."""
+
+    def __init__(self, app: Any, config: ServiceConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.config.api_token and not self._authorised(headers.get(b"authorization", b"")):
+            await _respond(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
+            return
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
+            await _respond(send, 413, self._too_large(int(length)))
+            return
+        if length is None:  # chunked: read it here, up to the limit, then hand it on
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if len(body) > self.config.max_body_bytes:
+                    await _respond(send, 413, self._too_large(len(body)))
+                    return
+                if not message.get("more_body"):
+                    break
+            receive = _replay(body)
+        await self.app(scope, receive, send)
+
+    def _authorised(self, header: bytes) -> bool:
+        expected = f"Bearer {self.config.api_token}".encode()
+        return hmac.compare_digest(header, expected)
+
+    def _too_large(self, size: int) -> dict[str, Any]:
+        limit = self.config.max_body_bytes
+        return {"error": f"body of {size} bytes is over the limit of {limit} (TIFFIN_MAX_BODY_BYTES)", "detail": []}
+
+
+def _replay(body: bytes) -> Any:
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _respond(send: Any, status: int, body: dict, headers: list | None = None) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            + (headers or []),
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

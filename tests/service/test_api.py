@@ -1,0 +1,187 @@
+"""The real-time API on a real server: answers, bad input, limits, auth, health and metrics."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import httpx
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiffin.contract import Contract
+
+from ..conftest import Project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def test_rows(reproduced_project: Project) -> pd.DataFrame:
+    return pd.read_parquet(reproduced_project.path / "data/split/test.parquet")
+
+
+@pytest.fixture(scope="module")
+def pipeline(reproduced_project: Project):
+    return joblib.load(reproduced_project.path / "models/model.joblib")
+
+
+def as_records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Canonical rows as a client would send them (JSON types, dates as text)."""
+    return json.loads(frame[columns].to_json(orient="records", date_format="iso", date_unit="s"))
+
+
+def predict(url: str, rows: list[dict], **kwargs) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json={"rows": rows}, timeout=30, **kwargs)
+
+
+def test_one_record_is_predicted_as_the_pipeline_predicts_it(api, bike_spec, test_rows, pipeline) -> None:
+    records = as_records(test_rows.head(1), bike_spec.input_columns)
+    response = predict(api, records)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"].startswith("bike_demand:")
+    np.testing.assert_allclose(body["predictions"], pipeline.predict(test_rows.head(1)), rtol=0, atol=1e-9)
+
+
+def test_many_records_score_as_training_and_batch_code_score_them(api, bike_spec, test_rows, pipeline) -> None:
+    """The API, the DataFrame contract path (batch, training) and the pipeline agree to 1e-9."""
+    records = as_records(test_rows, bike_spec.input_columns)
+    served = predict(api, records).json()["predictions"]
+    batch = Contract(bike_spec).validate(pd.DataFrame(records), serving=True)
+    assert batch.rejects.empty
+    np.testing.assert_allclose(served, pipeline.predict(batch.valid), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(served, pipeline.predict(test_rows), rtol=0, atol=1e-9)
+
+
+def test_nullable_fields_behave_as_in_training(api, bike_spec, test_rows) -> None:
+    record = as_records(test_rows.head(1), bike_spec.input_columns)[0]
+    without_weekday = {k: v for k, v in record.items() if k != "weekday"}
+    null_weekday = {**record, "weekday": None}
+    answers = [predict(api, [r]).json()["predictions"][0] for r in (record, without_weekday, null_weekday)]
+    assert answers[0] == answers[1] == answers[2]
+
+
+def test_an_int_is_accepted_as_a_float_and_an_integral_float_as_the_hour(api, bike_spec, test_rows) -> None:
+    record = as_records(test_rows.head(1), bike_spec.input_columns)[0]
+    record_as_ints = {**record, "temp": round(record["temp"]), "hr": float(record["hr"])}
+    assert predict(api, [record_as_ints]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("hr", 77, "in_range(0, 23)"),
+        ("hr", 7.5, "type: integer (hour_of_day)"),
+        ("temp", "warm", "type: number"),
+        ("weathersit", "Sunny", "isin(['Clear', 'Mist', 'Light Rain', 'Heavy Rain'])"),
+        ("dteday", "2012-02-30", "type: date (YYYY-MM-DD)"),
+        ("season", None, "not_nullable"),
+        ("holiday", True, "isin(['No', 'Yes'])"),
+    ],
+)
+def test_a_bad_value_is_a_400_naming_row_field_value_and_rule(api, bike_spec, test_rows, field, value, rule) -> None:
+    records = as_records(test_rows.head(3), bike_spec.input_columns)
+    records[2][field] = value
+    response = predict(api, records)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["detail"] == [{"row": 2, "field": field, "value": str(value), "rule": rule}]
+    assert body["error"] == "1 of 3 rows break the contract; nothing was predicted"
+
+
+def test_every_problem_in_every_row_is_listed(api, bike_spec, test_rows) -> None:
+    records = as_records(test_rows.head(4), bike_spec.input_columns)
+    records[0]["hr"] = 24
+    del records[3]["atemp"]
+    records[3]["temp"] = "cold"
+    problems = predict(api, records).json()["detail"]
+    assert [(p["row"], p["field"], p["rule"]) for p in problems] == [
+        (0, "hr", "in_range(0, 23)"),
+        (3, "temp", "type: number"),
+        (3, "atemp", "required: field is missing"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b'{"rows": [', 400, "validation error"),
+        (b'{"rows": []}', 400, "`rows` is empty"),
+        (b'{"rows": 5}', 400, "validation error"),
+        (b'{"rows": ["a record"]}', 400, "validation error"),
+        (b"{}", 400, "validation error"),
+    ],
+)
+def test_malformed_requests_are_a_clear_4xx_object(api, body: bytes, status: int, error: str) -> None:
+    response = httpx.post(f"{api}/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert error in response.json()["error"]
+
+
+def test_more_rows_than_the_limit_is_a_413(api, bike_spec, test_rows) -> None:
+    records = as_records(test_rows.head(1), bike_spec.input_columns) * 3001
+    response = predict(api, records)
+    assert response.status_code == 413 and "3001 rows is over the limit of 3000" in response.json()["error"]
+
+
+def test_a_body_over_the_size_limit_is_a_413_before_it_is_parsed(api) -> None:
+    body = b'{"rows": [' + b",".join([b'{"hr": 1, "note": "padding padding padding"}'] * 40_000) + b"]}"
+    response = httpx.post(f"{api}/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "TIFFIN_MAX_BODY_BYTES" in response.json()["error"]
+
+
+def test_health_readiness_and_docs(api) -> None:
+    assert httpx.get(f"{api}/livez").status_code == 200
+    assert httpx.get(f"{api}/readyz").status_code == 200
+    schema = httpx.get(f"{api}/docs.json").json()
+    rows = schema["components"]["schemas"]["predict__Input"]["properties"]["rows"]
+    fields = rows["items"]["properties"]
+    assert fields["hr"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 23,
+        "description": fields["hr"]["description"],
+        "examples": [8],
+    }
+    assert fields["weathersit"]["anyOf"][0]["enum"] == ["Clear", "Mist", "Light Rain", "Heavy Rain"]
+    assert "cnt" not in fields and "casual" not in fields
+    assert rows["examples"][0][0]["hr"] == 8
+
+
+def test_metrics_count_predictions_rejections_and_values_with_the_model_tag(api, bike_spec, test_rows) -> None:
+    records = as_records(test_rows.head(5), bike_spec.input_columns)
+    tag = predict(api, records).json()["model"]
+    predict(api, [{**records[0], "hr": 99}])
+    metrics = httpx.get(f"{api}/metrics").text
+    served = float(
+        next(
+            line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith(f'tiffin_predictions_total{{model="{tag}"}}')
+        )
+    )
+    assert served >= 5
+    assert 'tiffin_rejected_rows_total{field="hr",rule="in_range(0, 23)"}' in metrics
+    assert f'tiffin_prediction_value_bucket{{le="+Inf",model="{tag}"}}' in metrics
+    assert f'tiffin_model_info{{model="{tag}"}} 1.0' in metrics
+    assert 'bentoml_service_request_total{endpoint="/predict",http_response_code="400"' in metrics
+
+
+def test_with_a_token_predict_needs_it_and_health_and_metrics_stay_open(guarded_api, bike_spec, test_rows) -> None:
+    records = as_records(test_rows.head(1), bike_spec.input_columns)
+    assert predict(guarded_api, records).status_code == 401
+    assert predict(guarded_api, records, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert predict(guarded_api, records, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
+        assert httpx.get(f"{guarded_api}{path}").status_code == 200
+
+
+def test_past_its_concurrency_the_service_answers_429_fast(guarded_api, bike_spec, test_rows) -> None:
+    records = as_records(test_rows, bike_spec.input_columns) * 3  # a few milliseconds each
+    auth = {"Authorization": "Bearer s3cret"}
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: predict(guarded_api, records, headers=auth).status_code, range(32)))
+    assert set(statuses) <= {200, 429} and statuses.count(429) > 0 and statuses.count(200) > 0
