@@ -101,8 +101,8 @@ class Project:
             "GIT_COMMITTER_EMAIL": "tests@tiffin.invalid",
         }
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=600)
+    def run(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(args, cwd=self.path, env=env or self.env, capture_output=True, text=True, timeout=600)
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return done

@@ -8,7 +8,6 @@ rejected row comes back with its row number, key, field, raw value and the rule 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 
 import numpy as np
@@ -225,8 +224,8 @@ def _to_number(raw: pd.Series) -> pd.Series:
 # checked record by record in plain Python. The rules are the spec's, with pandera's own names,
 # and tests/code/test_contract_serving.py proves both paths accept, reject and canonicalise alike.
 
-_UNREADABLE = object()
 _MISSING = object()
+_YEARS_SERVED = r"^(1[7-9]|2[01])[0-9]{2}-"  # 1700 .. 2199
 
 
 def json_schema(spec: ColumnSpec) -> dict:
@@ -236,8 +235,9 @@ def json_schema(spec: ColumnSpec) -> dict:
         "float": {"type": "number"},
         "category": {"type": "string", "enum": list(spec.values or [])},
         "string": {"type": "string"},
-        "date": {"type": "string", "format": "date"},
-        "datetime": {"type": "string", "format": "date-time"},
+        # Canonical moments are nanosecond timestamps, which end in 2262: say which years are served.
+        "date": {"type": "string", "format": "date", "pattern": _YEARS_SERVED},
+        "datetime": {"type": "string", "format": "date-time", "pattern": _YEARS_SERVED},
     }[spec.type]
     if spec.min is not None:
         schema["minimum"] = spec.min
@@ -255,43 +255,18 @@ def json_schema(spec: ColumnSpec) -> dict:
     return schema
 
 
-def _read_number(value: object) -> float | object:
-    if isinstance(value, bool):
-        return _UNREADABLE
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return _UNREADABLE
-    return _UNREADABLE
-
-
-def _read_moment(value: object, date_only: bool) -> datetime | object:
-    if not isinstance(value, str):
-        return _UNREADABLE
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return _UNREADABLE
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    if date_only and moment != datetime(moment.year, moment.month, moment.day):
-        return _UNREADABLE
-    return moment
-
-
 class RecordValidator:
     """The serving contract for plain records (dicts, as parsed from JSON), column by column.
 
-    Each column is checked with vectorised numpy when all its values have the expected JSON type,
-    and value by value only when something is off. Canonical columns come back as numpy arrays
-    (numbers: float64 with NaN; dates: datetime64[ns] with NaT) or lists (categories, strings).
+    Each column is checked with vectorised numpy when all its values have the expected JSON type;
+    a column with anything else in it is read by the DataFrame contract's own normaliser. Canonical
+    columns come back as numpy arrays (numbers: float64 with NaN; dates: datetime64[ns] with NaT) or
+    lists (categories, strings).
     """
 
     def __init__(self, spec: DatasetSpec) -> None:
         self.spec = spec
+        self.contract = Contract(spec)
         self.columns = spec.input_columns
         self._rule_texts = {name: self._rules(spec.columns[name]) for name in self.columns}
 
@@ -316,48 +291,51 @@ class RecordValidator:
 
     def _column(self, name: str, values: list, problems: list[dict]) -> object:
         spec = self.spec.columns[name]
+        canonical = self._well_typed(spec, values)
+        if canonical is None:  # something is off: read it exactly as the DataFrame contract does
+            canonical = self._normalised(name, spec, values, problems)
         if spec.type in ("int", "float"):
-            return self._numbers(name, spec, values, problems)
+            self._check_range(name, spec, canonical, values, problems)
+        elif spec.type == "category":
+            self._check_categories(name, spec, canonical, values, problems)
+        return canonical
+
+    @staticmethod
+    def _well_typed(spec: ColumnSpec, values: list) -> object | None:
+        """The fast path: every value already has the JSON type the contract expects."""
+        if spec.type in ("int", "float") and all(type(v) in (int, float) for v in values):
+            numbers = np.array(values, dtype="float64")
+            if spec.type == "float" or np.array_equal(numbers, np.floor(numbers)):
+                return numbers
+        elif spec.type == "category" and all(type(v) is str for v in values) and set(values) <= set(spec.values):
+            return values
+        elif spec.type == "date" and all(type(v) is str and len(v) == 10 for v in values):
+            try:
+                days = np.array(values, dtype="datetime64[D]")
+            except ValueError:
+                return None
+            # Nanosecond timestamps span 1677..2262; leave anything else to pandas, which rejects it.
+            if days.min() > np.datetime64("1678-01-01") and days.max() < np.datetime64("2262-01-01"):
+                return days.astype("datetime64[ns]")
+        return None
+
+    def _normalised(self, name: str, spec: ColumnSpec, values: list, problems: list) -> object:
+        raw = pd.Series([None if v is _MISSING else v for v in values], dtype=object)
+        canonical, unreadable = self.contract._normalise_column(raw, spec)
+        for row, value in enumerate(values):
+            if unreadable[row]:
+                self._problem(problems, row, name, value, self._rule_texts[name]["type"])
+            elif value is _MISSING and not spec.nullable and not spec.fill_missing:
+                self._problem(problems, row, name, value, "required: field is missing")
+        if spec.type in ("int", "float"):
+            return canonical.to_numpy(dtype="float64", na_value=np.nan)
         if spec.type in ("date", "datetime"):
-            return self._moments(name, spec, values, problems)
-        if spec.type == "category":
-            return self._categories(name, spec, values, problems)
-        return [None if v is None or v is _MISSING else str(v) for v in values]
+            return canonical.to_numpy(dtype="datetime64[ns]")
+        return [None if pd.isna(v) else v for v in canonical]
 
     def _problem(self, problems: list, row: int, name: str, value: object, rule: str) -> None:
-        problems.append(
-            {"row": row, "field": name, "value": "<missing>" if value is _MISSING else str(value), "rule": rule}
-        )
-
-    def _absent(self, problems: list, row: int, name: str, spec: ColumnSpec, value: object) -> None:
-        """A missing field is reported here; a null one after filling (as pandera's not_nullable)."""
-        if value is _MISSING and not spec.nullable and not spec.fill_missing:
-            self._problem(problems, row, name, value, "required: field is missing")
-
-    def _numbers(self, name: str, spec: ColumnSpec, values: list, problems: list) -> np.ndarray:
-        if all(type(v) in (int, float) for v in values):
-            numbers = np.array(values, dtype="float64")
-        else:
-            parser = normalise.resolve(spec.parse) if spec.parse else None
-            numbers = np.full(len(values), np.nan)
-            for row, value in enumerate(values):
-                if value is None or value is _MISSING:
-                    self._absent(problems, row, name, spec, value)
-                    continue
-                if isinstance(value, str) and parser is not None:
-                    value = parser(pd.Series([value], dtype=object)).iloc[0]
-                number = _read_number(value)
-                if number is _UNREADABLE or (number != number and not isinstance(values[row], float)):
-                    self._problem(problems, row, name, values[row], self._rule_texts[name]["type"])
-                else:
-                    numbers[row] = number
-        if spec.type == "int":
-            fractional = np.flatnonzero(~np.isnan(numbers) & (numbers != np.floor(numbers)))
-            for row in fractional:
-                self._problem(problems, int(row), name, values[row], self._rule_texts[name]["type"])
-            numbers[fractional] = np.nan
-        self._check_range(name, spec, numbers, values, problems)
-        return numbers
+        shown = "<missing>" if value is _MISSING else str(value)
+        problems.append({"row": row, "field": name, "value": shown, "rule": rule})
 
     def _check_range(self, name: str, spec: ColumnSpec, numbers: np.ndarray, values: list, problems: list) -> None:
         low = -np.inf if spec.min is None else spec.min
@@ -371,42 +349,12 @@ class RecordValidator:
                 self._problem(problems, int(row), name, values[row], rule)
             numbers[outside] = np.nan
 
-    def _moments(self, name: str, spec: ColumnSpec, values: list, problems: list) -> np.ndarray:
-        if spec.type == "date" and all(type(v) is str and len(v) == 10 for v in values):
-            try:
-                return np.array(values, dtype="datetime64[D]").astype("datetime64[ns]")
-            except ValueError:
-                pass  # some value is not a date: find which, below
-        moments = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-        for row, value in enumerate(values):
-            if value is None or value is _MISSING:
-                self._absent(problems, row, name, spec, value)
-                continue
-            moment = _read_moment(value, spec.type == "date")
-            if moment is _UNREADABLE:
-                self._problem(problems, row, name, value, self._rule_texts[name]["type"])
-            else:
-                moments[row] = np.datetime64(moment, "ns")
-        return moments
-
-    def _categories(self, name: str, spec: ColumnSpec, values: list, problems: list) -> list:
+    def _check_categories(self, name: str, spec: ColumnSpec, categories: list, values: list, problems: list) -> None:
         allowed = set(spec.values or [])
-        if all(type(v) is str for v in values) and set(values) <= allowed:
-            return values
-        canonical = {value.lower(): value for value in allowed}
-        out = []
-        for row, value in enumerate(values):
-            if value is None or value is _MISSING:
-                self._absent(problems, row, name, spec, value)
-                out.append(None)
-                continue
-            text = str(value).strip()
-            category = canonical.get(text.lower(), text)
-            if category not in allowed:
-                self._problem(problems, row, name, value, self._rule_texts[name]["isin"])
-                category = None
-            out.append(category)
-        return out
+        for row, category in enumerate(categories):
+            if category is not None and category not in allowed:
+                self._problem(problems, row, name, values[row], self._rule_texts[name]["isin"])
+                categories[row] = None
 
     # -- across columns ------------------------------------------------------------------------
 

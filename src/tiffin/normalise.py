@@ -33,6 +33,7 @@ def _clock_hour(value: object) -> float:
 
 def hour_of_day(raw: pd.Series) -> pd.Series:
     """Hours as numbers (6, 6.0, '6') or clock text ('6am'); the contract checks the range."""
+    raw = raw.map(lambda v: None if isinstance(v, bool) else v)  # True is not the hour 1
     numeric = pd.to_numeric(raw, errors="coerce")
     text = raw.notna() & numeric.isna()
     if text.any():

@@ -99,7 +99,7 @@ def refuse_size(rows: list, max_rows: int) -> Refusal | None:
         return Refusal(400, {"error": "`rows` is empty: send at least one record", "detail": []})
     if len(rows) > max_rows:
         message = f"{len(rows)} rows is over the limit of {max_rows} a request (TIFFIN_MAX_ROWS): split the request"
-        return Refusal(413, {"error": message, "detail": []})
+        return Refusal(400, {"error": message, "detail": []})
     return None
 
 
@@ -160,12 +160,20 @@ class GuardMiddleware:
         self.config = config
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/docs.json":
+            await self.app(scope, receive, _rewriting_json(send, describe_errors))
+            return
         if scope["type"] != "http" or scope["path"] in _OPEN_PATHS or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         if self.config.api_token and not self._authorised(headers.get(b"authorization", b"")):
             await _respond(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
+            return
+        media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if media_type != b"application/json":  # BentoML would try other parsers, and 500 on some
+            body = {"error": f"send JSON (Content-Type: application/json), not {media_type.decode()!r}"}
+            await _respond(send, 415, body)
             return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
@@ -191,6 +199,77 @@ class GuardMiddleware:
     def _too_large(self, size: int) -> dict[str, Any]:
         limit = self.config.max_body_bytes
         return {"error": f"body of {size} bytes is over the limit of {limit} (TIFFIN_MAX_BODY_BYTES)", "detail": []}
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "required": ["row", "field", "value", "rule"],
+    "properties": {
+        "row": {"type": "integer", "description": "Position of the record in `rows`"},
+        "field": {"type": "string"},
+        "value": {"type": "string", "description": "The value received, as text"},
+        "rule": {"type": "string", "description": "The contract rule it breaks"},
+    },
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "title": "Error",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {
+            "type": "array",
+            "description": "Contract problems (row, field, value, rule), or request-parsing errors",
+            "items": {"anyOf": [{"$ref": "#/components/schemas/Problem"}, {"type": "object"}]},
+        },
+    },
+}
+_ERROR_RESPONSES = {
+    "400": "Not JSON of the documented form, more rows than TIFFIN_MAX_ROWS, or rows break the contract",
+    "401": "TIFFIN_API_TOKEN is set and the bearer token is missing or wrong",
+    "413": "A body over TIFFIN_MAX_BODY_BYTES",
+    "415": "A body that is not application/json",
+    "429": "Over the service's concurrency limit: retry later",
+}
+
+
+def describe_errors(document: dict) -> dict:
+    """BentoML documents error bodies with a string `detail`; describe the object really sent."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    schemas["InvalidArgument"] = ERROR_SCHEMA
+    schemas["Error"] = ERROR_SCHEMA
+    for path, item in document.get("paths", {}).items():
+        operation = item.get("post")
+        if operation is None or path in _OPEN_PATHS:
+            continue
+        for status, description in _ERROR_RESPONSES.items():
+            content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            operation.setdefault("responses", {})[status] = {"description": description, "content": content}
+    return document
+
+
+def _rewriting_json(send: Any, rewrite: Any) -> Any:
+    """An ASGI `send` that buffers a JSON response, rewrites it, and sends it with a new length."""
+    start: dict = {}
+    body = b""
+
+    async def rewritten(message: dict) -> None:
+        nonlocal start, body
+        if message["type"] == "http.response.start":
+            start = message
+            return
+        body += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        if start.get("status") == 200:
+            body = json.dumps(rewrite(json.loads(body))).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return rewritten
 
 
 def _replay(body: bytes) -> Any:

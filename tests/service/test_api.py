@@ -121,10 +121,16 @@ def test_malformed_requests_are_a_clear_4xx_object(api, body: bytes, status: int
     assert error in response.json()["error"]
 
 
-def test_more_rows_than_the_limit_is_a_413(api, bike_spec, test_rows) -> None:
+def test_a_body_that_is_not_json_is_a_415(api) -> None:
+    for media_type in ("multipart/form-data", "text/plain", "application/x-www-form-urlencoded"):
+        response = httpx.post(f"{api}/predict", content=b'{"rows": []}', headers={"content-type": media_type})
+        assert response.status_code == 415 and "application/json" in response.json()["error"]
+
+
+def test_more_rows_than_the_limit_is_a_400(api, bike_spec, test_rows) -> None:
     records = as_records(test_rows.head(1), bike_spec.input_columns) * 3001
     response = predict(api, records)
-    assert response.status_code == 413 and "3001 rows is over the limit of 3000" in response.json()["error"]
+    assert response.status_code == 400 and "3001 rows is over the limit of 3000" in response.json()["error"]
 
 
 def test_a_body_over_the_size_limit_is_a_413_before_it_is_parsed(api) -> None:
