@@ -8,12 +8,16 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export BENTOML_DO_NOT_TRACK := True
+# The project's own model store (git-ignored); set BENTOML_HOME to use another.
+BENTOML_HOME ?= $(CURDIR)/.bentoml
+export BENTOML_HOME
+export UV
+PORT ?= 3000
 
-.PHONY: run setup repro test lint format clean
+.PHONY: run setup repro serve bento bench test lint format clean
 
-## run: set up, seed the embedded database, reproduce the pipeline
-run: repro
-	@tiffin models show | head -n 4
+## run: set up, seed the embedded database, reproduce the pipeline, then serve the API
+run: repro serve
 
 ## setup: install the locked environment into .venv (installs uv first if needed)
 setup: $(VENV)/.synced
@@ -30,6 +34,24 @@ repro: setup
 	dvc repro
 	@# The store is outside DVC: re-register if it was wiped while dvc.lock says "up to date".
 	@tiffin models check >/dev/null 2>&1 || dvc repro --force --single-item register
+
+## serve: the real-time API on http://127.0.0.1:$(PORT) (Ctrl-C stops it)
+serve: setup
+	@tiffin models check
+	@echo "Serving $$(python -c 'import json; print(json.load(open("models/registration.json"))["tag"])') on http://127.0.0.1:$(PORT) (docs: /docs). Try:"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' \\"
+	@echo "    -d '{\"rows\": [{\"dteday\": \"2012-06-01\", \"hr\": 8, \"season\": \"summer\", \"holiday\": \"No\", \"weekday\": \"Fri\", \"workingday\": \"Yes\", \"weathersit\": \"Clear\", \"temp\": 21.3, \"atemp\": 25.0, \"hum\": 60.0, \"windspeed\": 12.0}]}'"
+	bentoml serve service.app:Tiffin --port $(PORT)
+
+## bento: export the locked requirements and build the Bento (in $(BENTOML_HOME))
+bento: repro
+	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --quiet -o service/requirements.txt
+	bentoml build
+
+## bench: the service vs a no-op BentoML service and the stock pipeline (wrk + Locust) -> reports/bench/
+bench: repro
+	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	python -m benchmarks.run
 
 ## test: install and run the whole test suite (lint, then pytest)
 test: setup lint

@@ -226,6 +226,7 @@ def _to_number(raw: pd.Series) -> pd.Series:
 
 _MISSING = object()
 _YEARS_SERVED = r"^(1[7-9]|2[01])[0-9]{2}-"  # 1700 .. 2199
+_FIRST_DAY, _LAST_DAY = np.datetime64("1678-01-01"), np.datetime64("2262-01-01")
 
 
 def json_schema(spec: ColumnSpec) -> dict:
@@ -269,6 +270,7 @@ class RecordValidator:
         self.contract = Contract(spec)
         self.columns = spec.input_columns
         self._rule_texts = {name: self._rules(spec.columns[name]) for name in self.columns}
+        self._allowed = {name: frozenset(spec.columns[name].values or ()) for name in self.columns}
 
     @staticmethod
     def _rules(spec: ColumnSpec) -> dict[str, str]:
@@ -291,31 +293,34 @@ class RecordValidator:
 
     def _column(self, name: str, values: list, problems: list[dict]) -> object:
         spec = self.spec.columns[name]
-        canonical = self._well_typed(spec, values)
+        canonical = self._well_typed(spec, values, self._allowed[name])
         if canonical is None:  # something is off: read it exactly as the DataFrame contract does
             canonical = self._normalised(name, spec, values, problems)
+            if spec.type == "category":
+                self._check_categories(name, spec, canonical, values, problems)
         if spec.type in ("int", "float"):
             self._check_range(name, spec, canonical, values, problems)
-        elif spec.type == "category":
-            self._check_categories(name, spec, canonical, values, problems)
         return canonical
 
     @staticmethod
-    def _well_typed(spec: ColumnSpec, values: list) -> object | None:
-        """The fast path: every value already has the JSON type the contract expects."""
-        if spec.type in ("int", "float") and all(type(v) in (int, float) for v in values):
-            numbers = np.array(values, dtype="float64")
-            if spec.type == "float" or np.array_equal(numbers, np.floor(numbers)):
+    def _well_typed(spec: ColumnSpec, values: list, allowed: frozenset) -> object | None:
+        """The fast path: every value already has the JSON type the contract expects, or is null."""
+        if spec.type in ("int", "float") and all(v is None or type(v) in (int, float) for v in values):
+            numbers = np.array(values, dtype="float64")  # None becomes NaN
+            if spec.type == "float" or all(type(v) is not float for v in values):
                 return numbers
-        elif spec.type == "category" and all(type(v) is str for v in values) and set(values) <= set(spec.values):
+            if np.array_equal(numbers, np.floor(numbers), equal_nan=True):
+                return numbers
+        elif spec.type == "category" and all(v is None or (type(v) is str and v in allowed) for v in values):
             return values
-        elif spec.type == "date" and all(type(v) is str and len(v) == 10 for v in values):
+        elif spec.type == "date" and all(v is None or (type(v) is str and _is_day(v)) for v in values):
             try:
-                days = np.array(values, dtype="datetime64[D]")
+                days = np.array([None if v is None else v[:10] for v in values], dtype="datetime64[D]")
             except ValueError:
                 return None
             # Nanosecond timestamps span 1677..2262; leave anything else to pandas, which rejects it.
-            if days.min() > np.datetime64("1678-01-01") and days.max() < np.datetime64("2262-01-01"):
+            present = days[~np.isnat(days)]
+            if not len(present) or (present.min() > _FIRST_DAY and present.max() < _LAST_DAY):
                 return days.astype("datetime64[ns]")
         return None
 
@@ -340,9 +345,9 @@ class RecordValidator:
     def _check_range(self, name: str, spec: ColumnSpec, numbers: np.ndarray, values: list, problems: list) -> None:
         low = -np.inf if spec.min is None else spec.min
         high = np.inf if spec.max is None else spec.max
-        with np.errstate(invalid="ignore"):
-            outside = np.flatnonzero(~np.isnan(numbers) & ((numbers < low) | (numbers > high)))
-        if len(outside):
+        beyond = (numbers < low) | (numbers > high)  # NaN compares False: missing is not out of range
+        if beyond.any():
+            outside = np.flatnonzero(beyond)
             rules = self._rule_texts[name]
             rule = rules.get("in_range") or rules.get("greater_than_or_equal_to") or rules["less_than_or_equal_to"]
             for row in outside:
@@ -375,9 +380,17 @@ class RecordValidator:
         for name in self.columns:
             if self.spec.columns[name].nullable:
                 continue
-            for row in np.flatnonzero(_is_null(columns[name])):
+            nulls = _is_null(columns[name])
+            if not nulls.any():
+                continue
+            for row in np.flatnonzero(nulls):
                 if (int(row), name) not in reported:
                     self._problem(problems, int(row), name, None, "not_nullable")
+
+
+def _is_day(text: str) -> bool:
+    """'2012-06-01', or the same day at midnight as an ISO datetime ('2012-06-01T00:00:00')."""
+    return len(text) == 10 or (len(text) == 19 and text.endswith("T00:00:00"))
 
 
 def _is_null(column: object) -> np.ndarray:
@@ -385,4 +398,6 @@ def _is_null(column: object) -> np.ndarray:
         return np.isnat(column)
     if isinstance(column, np.ndarray) and column.dtype.kind == "f":
         return np.isnan(column)
+    if None not in column:  # the usual case, answered without building an array
+        return np.zeros(0, dtype=bool)
     return np.array([value is None for value in column], dtype=bool)

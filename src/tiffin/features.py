@@ -19,18 +19,24 @@ from tiffin.spec import DatasetSpec
 _DAY = np.timedelta64(1, "D")
 
 
-def _date_part(moments: np.ndarray, part: str) -> np.ndarray:
-    """One calendar part of datetime64[ns] values, as float64 (NaN where the moment is missing)."""
+def _date_parts(moments: np.ndarray, parts: list[str]) -> list[np.ndarray]:
+    """Calendar parts of datetime64[ns] values, as float64 (NaN where the moment is missing)."""
     days = moments.astype("datetime64[D]")
-    values = {
-        "year": lambda: moments.astype("datetime64[Y]").astype("int64") + 1970,
-        "month": lambda: moments.astype("datetime64[M]").astype("int64") % 12 + 1,
-        "day": lambda: (days - days.astype("datetime64[M]")) // _DAY + 1,
+    months = days.astype("datetime64[M]")
+    years = days.astype("datetime64[Y]")
+    compute = {
+        "year": lambda: years.astype("int64") + 1970,
+        "month": lambda: months.astype("int64") % 12 + 1,
+        "day": lambda: (days - months) // _DAY + 1,
         "dayofweek": lambda: (days.astype("int64") + 3) % 7,  # 1970-01-01 was a Thursday; Monday is 0
-        "dayofyear": lambda: (days - days.astype("datetime64[Y]")) // _DAY + 1,
+        "dayofyear": lambda: (days - years) // _DAY + 1,
         "hour": lambda: (moments - days) // np.timedelta64(1, "h"),
-    }[part]().astype("float64")
-    values[np.isnat(moments)] = np.nan
+    }
+    missing = np.isnat(moments)
+    values = [compute[part]().astype("float64") for part in parts]
+    if missing.any():
+        for column in values:
+            column[missing] = np.nan
     return values
 
 
@@ -71,15 +77,22 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     def transform(self, frame: pd.DataFrame | dict) -> np.ndarray:
         """A DataFrame, or a dict of canonical columns (the API's path: no pandas per request)."""
         blocks = [_as_floats(frame[name]) for name in self.numeric]
-        for name, values in (self.categorical or {}).items():
-            codes = {value: float(code) for code, value in enumerate(values)}
+        for name, codes in self._category_codes().items():
             column = frame[name]
             blocks.append(np.fromiter((codes.get(v, np.nan) for v in column), dtype="float64", count=len(column)))
         for name, parts in (self.date_parts or {}).items():
-            moments = _as_moments(frame[name])
-            blocks.extend(_date_part(moments, part) for part in parts)
+            blocks.extend(_date_parts(_as_moments(frame[name]), parts))
         rows = len(blocks[0]) if blocks else len(frame)
         return np.column_stack(blocks) if blocks else np.empty((rows, 0))
+
+    def _category_codes(self) -> dict[str, dict[str, float]]:
+        """Each category's code (its position in the contract's closed set), built once."""
+        if getattr(self, "_codes", None) is None:
+            self._codes = {
+                name: {value: float(code) for code, value in enumerate(values)}
+                for name, values in (self.categorical or {}).items()
+            }
+        return self._codes
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         names = [*self.numeric, *(self.categorical or {})]

@@ -39,21 +39,30 @@ class CompiledForest:
         flat = np.concatenate(trees)
         starts = np.repeat(roots, sizes)
         bitset_base = np.repeat(np.cumsum([0, *[len(b) for b in bitsets[:-1]]]), sizes)
-        known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
-        self.feature = flat["feature_idx"].astype(np.intp)
-        self.threshold = flat["num_threshold"].astype(np.float64)
-        self.left = flat["left"].astype(np.intp) + starts
-        self.right = flat["right"].astype(np.intp) + starts
-        self.missing_left = flat["missing_go_to_left"].astype(bool)
-        self.is_leaf = flat["is_leaf"].astype(bool)
-        self.is_categorical = flat["is_categorical"].astype(bool)
-        self.value = flat["value"].astype(np.float64)
-        self.roots = roots.astype(np.intp)
+        # Number internal nodes first and leaves after: branches are decided for internal nodes only,
+        # and a leaf points to itself, so walking a fixed number of levels ends on every tree's leaf.
+        leaf = flat["is_leaf"].astype(bool)
+        order = np.concatenate([np.flatnonzero(~leaf), np.flatnonzero(leaf)])
+        new_id = np.empty(len(flat), dtype=np.intp)
+        new_id[order] = np.arange(len(flat))
+        internal = order[: int((~leaf).sum())]
+        self.feature = flat["feature_idx"][internal].astype(np.intp)
+        self.threshold = flat["num_threshold"][internal].astype(np.float64)
+        self.left = new_id[flat["left"][internal].astype(np.intp) + starts[internal]].astype(np.int32)
+        self.right = new_id[flat["right"][internal].astype(np.intp) + starts[internal]].astype(np.int32)
+        self.missing_left = flat["missing_go_to_left"][internal].astype(bool)
+        self.leaves = np.arange(len(internal), len(flat), dtype=np.int32)
+        self.value = flat["value"][order].astype(np.float64)
+        self.roots = new_id[roots]
         self.depth = int(flat["depth"].max()) + 1
-        self.bitset_row = flat["bitset_idx"].astype(np.intp) + bitset_base
-        self.left_categories = _bits(np.concatenate(bitsets))  # (categorical nodes, 256) bool
-        self.known_categories = _bits(np.asarray(known))
-        self.known_row = np.asarray(f_idx_map, dtype=np.intp)
+        self.categorical_nodes = np.flatnonzero(flat["is_categorical"][internal].astype(bool))
+        if len(self.categorical_nodes) and model._preprocessor is None:
+            raise NotImplementedError("categorical splits without HGB's ordinal encoder are not compiled")
+        # Which categories go left at each categorical node, as one flat table: row * 256 + code.
+        left_categories = _bits(np.concatenate(bitsets))  # (categorical nodes, 256) bool
+        self.left_category_table = left_categories.ravel()
+        bitset_row = (flat["bitset_idx"].astype(np.intp) + bitset_base)[internal][self.categorical_nodes]
+        self.categorical_table_row = bitset_row * left_categories.shape[1]
         self.baseline = float(model._baseline_prediction.ravel()[0])
 
     def _compile_preprocessor(self, model: HistGradientBoostingRegressor) -> None:
@@ -78,25 +87,30 @@ class CompiledForest:
         return out
 
     def raw_predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Decide every node's branch for every row at once, then follow the pointers level by level."""
         x = self.preprocess(matrix)
-        rows = np.arange(len(x))[:, None]
-        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
+        rows, nodes = len(x), len(self.feature) + len(self.leaves)
+        value = np.take(x, self.feature, axis=1)  # (rows, nodes)
+        goes_left = value <= self.threshold
+        missing = np.isnan(x).any()
+        if len(self.categorical_nodes):
+            # After HGB's ordinal encoding a category is a known code or NaN (handled just below).
+            codes = value[:, self.categorical_nodes]
+            if missing:
+                codes = np.nan_to_num(codes, nan=0.0)
+            goes_left[:, self.categorical_nodes] = self.left_category_table.take(
+                self.categorical_table_row + codes.astype(np.intp)
+            )
+        if missing:
+            goes_left = np.where(np.isnan(value), self.missing_left, goes_left)
+        branch = np.where(goes_left, self.left, self.right)
+        following = np.concatenate([branch, np.broadcast_to(self.leaves, (rows, len(self.leaves)))], axis=1).ravel()
+        node = np.broadcast_to(self.roots, (rows, len(self.roots)))
+        offsets = (np.arange(rows) * nodes)[:, None] if rows > 1 else 0
         for _ in range(self.depth):
-            value = x[rows, self.feature[node]]
-            missing = np.isnan(value)
-            goes_left = value <= self.threshold[node]
-            categorical = self.is_categorical[node]
-            if categorical.any():
-                code = np.where(missing | (value < 0), 0, value).astype(np.intp).clip(0, 255)
-                in_left = self.left_categories[self.bitset_row[node], code]
-                known = self.known_categories[self.known_row[self.feature[node]], code]
-                unknown = ~in_left & ~known | (value < 0)
-                goes_left = np.where(categorical, np.where(unknown, self.missing_left[node], in_left), goes_left)
-            goes_left = np.where(missing, self.missing_left[node], goes_left)
-            node = np.where(self.is_leaf[node], node, np.where(goes_left, self.left[node], self.right[node]))
-        leaves = self.value[node]
+            node = following.take(node + offsets) if rows > 1 else following.take(node)
         # Sum in scikit-learn's order (baseline, then tree after tree): cumsum adds sequentially.
-        terms = np.concatenate([np.full((len(x), 1), self.baseline), leaves], axis=1)
+        terms = np.concatenate([np.full((rows, 1), self.baseline), self.value.take(node)], axis=1)
         return np.cumsum(terms, axis=1)[:, -1]
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:

@@ -1,0 +1,15 @@
+"""Locust at a constant offered load: each user sends RATE_PER_USER requests a second."""
+
+import os
+
+from locust import FastHttpUser, constant_throughput, task
+
+BODY = open(os.environ["BODY_FILE"], "rb").read()  # noqa: SIM115  (read once, at start)
+
+
+class Client(FastHttpUser):
+    wait_time = constant_throughput(float(os.environ.get("RATE_PER_USER", "5")))
+
+    @task
+    def predict(self) -> None:
+        self.client.post("/predict", data=BODY, headers={"Content-Type": "application/json"})

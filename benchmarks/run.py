@@ -1,0 +1,175 @@
+"""`make bench`: the service against a no-op BentoML service and the stock pipeline, in one run.
+
+Throughput with wrk (native, 32 connections), latency with Locust at a constant offered load, all on
+127.0.0.1 and bounded in time. Writes reports/bench/results.json and reports/bench/table.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+import pandas as pd
+
+from tiffin.contract import Contract
+from tiffin.server import BentoServer
+from tiffin.stage import load_params
+from tiffin.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports/bench"
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = 32
+OFFERED_RATE = 300  # requests/s for the latency run
+MULTI_ROWS = 1_000
+
+
+def wrk(url: str, body: Path, connections: int, seconds: int) -> dict:
+    """Requests/s and latency percentiles from wrk; non-2xx answers are counted, not hidden."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: `apt-get install wrk` (make bench does this on Debian)")
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "benchmarks/post.lua"), url],
+        env={**os.environ, "BODY_FILE": str(body)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = done.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    return {"requests_per_s": round(rate, 1), "p50_ms": _latency(text, "50"), "p99_ms": _latency(text, "99"),
+            "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+
+
+def _latency(text: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
+    return round(float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 2)
+
+
+def locust_at_constant_rate(url: str, body: Path, rate: int, seconds: int) -> dict:
+    """p50/p95/p99 of single-record requests at `rate` requests/s (Locust, constant throughput).
+
+    Users are spawned over two seconds and statistics reset after: users started together send in
+    lock-step, so the offered load would arrive as bursts (and measure Locust's queue, not ours).
+    """
+    users, per_user = 20, rate / 20
+    prefix = OUT / "locust_constant_rate"
+    subprocess.run(
+        [str(Path(sys.executable).parent / "locust"), "-f", str(ROOT / "benchmarks/locust_constant_rate.py"),
+         "--headless", "-u", str(users), "-r", str(users // 2), "--reset-stats", "-t", f"{seconds + 2}s",
+         "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
+        env={**os.environ, "BODY_FILE": str(body), "RATE_PER_USER": str(per_user)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    with open(f"{prefix}_stats.csv") as handle:
+        total = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+    return {"offered_per_s": rate, "achieved_per_s": round(float(total["Requests/s"]), 1),
+            "p50_ms": float(total["50%"]), "p95_ms": float(total["95%"]), "p99_ms": float(total["99%"]),
+            "failures": int(total["Failure Count"])}  # fmt: skip
+
+
+def request_bodies(tmp: Path) -> tuple[Path, Path, pd.DataFrame, object]:
+    """One record and 1,000 records from the test period, as clients send them."""
+    spec = load_spec(ROOT / load_params(ROOT / "params.yaml")["spec"])
+    test = pd.read_parquet(ROOT / "data/split/test.parquet")
+    canonical = test[spec.input_columns].copy()
+    for name in canonical.select_dtypes("datetime").columns:  # dates as the contract documents them
+        canonical[name] = canonical[name].dt.strftime("%Y-%m-%d")
+    records = json.loads(canonical.to_json(orient="records"))
+    single, multi = tmp / "single.json", tmp / "multi.json"
+    single.write_text(json.dumps({"rows": records[:1]}))
+    multi.write_text(json.dumps({"rows": (records * 2)[:MULTI_ROWS]}))
+    return single, multi, test, spec
+
+
+def fit_stock_pipeline(spec: object, tmp: Path) -> Path:
+    from benchmarks.stock import stock_pipeline
+
+    train = Contract(spec).validate(pd.read_parquet(ROOT / "data/split/train.parquet")).valid
+    train["dteday"] = train["dteday"].dt.strftime("%Y-%m-%d")
+    path = tmp / "stock.joblib"
+    joblib.dump(stock_pipeline(spec).fit(train, train[spec.target]), path)
+    return path
+
+
+def measure(target: str, env: dict, single: Path, multi: Path, latency: bool) -> dict:
+    with BentoServer(target, cwd=ROOT, env=env, log=OUT / f"{target.split(':')[1]}.log") as server:
+        server.wait_ready()
+        print(f"  {target}: ready in {server.ready_after:.1f} s", flush=True)
+        wrk(server.url, single, CONNECTIONS, 2)  # warm up both workers
+        result = {
+            "ready_s": round(server.ready_after, 1),
+            "worker_rss_mib": [round(m) for m in server.worker_rss_mib()],
+            # Best of two: the machine also runs the load generator, and a run can catch a hiccup.
+            "single": max(
+                (wrk(server.url, single, CONNECTIONS, SECONDS) for _ in range(2)), key=lambda run: run["requests_per_s"]
+            ),
+            "multi": wrk(server.url, multi, 4, SECONDS),
+        }
+        result["multi"]["rows_per_s"] = round(result["multi"]["requests_per_s"] * MULTI_ROWS)
+        if latency:
+            result["latency_at_constant_rate"] = locust_at_constant_rate(server.url, single, OFFERED_RATE, 2 * SECONDS)
+        return result
+
+
+def table(results: dict) -> str:
+    tiffin, noop, stock = results["tiffin"], results["noop"], results["stock"]
+    rate = tiffin["latency_at_constant_rate"]
+    rows = [
+        ("Single-record requests/s, 32 connections (wrk)",
+         f"{tiffin['single']['requests_per_s']:,.0f}", f"{noop['single']['requests_per_s']:,.0f}",
+         f"{stock['single']['requests_per_s']:,.0f}",
+         f"{results['ratios']['vs_noop']:.2f} x no-op (target >= 0.75); "
+         f"{results['ratios']['vs_stock']:.1f} x stock (target >= 4)"),
+        ("p99 at 32 connections, ms (wrk)", tiffin["single"]["p99_ms"], noop["single"]["p99_ms"],
+         stock["single"]["p99_ms"], ""),
+        (f"p50 / p95 / p99 at {rate['offered_per_s']} requests/s, ms (Locust)",
+         f"{rate['p50_ms']:g} / {rate['p95_ms']:g} / {rate['p99_ms']:g}", "", "", "p99 target < 50 ms"),
+        ("Rows/s in requests of 1,000 rows (wrk, 4 connections)", f"{tiffin['multi']['rows_per_s']:,}",
+         f"{noop['multi']['rows_per_s']:,}", f"{stock['multi']['rows_per_s']:,}", "target >= 50,000"),
+        ("Start to ready, s", tiffin["ready_s"], noop["ready_s"], stock["ready_s"], "target < 10"),
+        ("Memory per worker, MiB (RSS)", "/".join(map(str, tiffin["worker_rss_mib"])),
+         "/".join(map(str, noop["worker_rss_mib"])), "/".join(map(str, stock["worker_rss_mib"])), ""),
+    ]  # fmt: skip
+    lines = ["| | Tiffin | no-op BentoML | stock Pipeline | |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(map(str, row))} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TIFFIN_API_TOKEN", None)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        single, multi, _, spec = request_bodies(tmp)
+        env["BENCH_STOCK_MODEL"] = str(fit_stock_pipeline(spec, tmp))
+        began = time.monotonic()
+        results = {
+            "noop": measure("benchmarks.services:NoOp", env, single, multi, latency=False),
+            "stock": measure("benchmarks.services:StockPipeline", env, single, multi, latency=False),
+            "tiffin": measure("service.app:Tiffin", env, single, multi, latency=True),
+        }
+    single_rate = results["tiffin"]["single"]["requests_per_s"]
+    results["ratios"] = {
+        "vs_noop": round(single_rate / results["noop"]["single"]["requests_per_s"], 3),
+        "vs_stock": round(single_rate / results["stock"]["single"]["requests_per_s"], 2),
+    }
+    results["machine"] = {"cpus": os.cpu_count(), "seconds_per_run": SECONDS, "took_s": round(time.monotonic() - began)}
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (OUT / "table.md").write_text(table(results))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
