@@ -22,8 +22,8 @@ import pandas as pd
 
 from tiffin.contract import Contract
 from tiffin.server import BentoServer
-from tiffin.stage import load_params
 from tiffin.spec import load_spec
+from tiffin.stage import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports/bench"

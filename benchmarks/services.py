@@ -10,11 +10,11 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-import bentoml  # noqa: E402
+import bentoml
 
-from tiffin.serving import ServiceConfig  # noqa: E402
+from tiffin.serving import ServiceConfig
 
 CONFIG = ServiceConfig.from_env()
 SETTINGS = {
