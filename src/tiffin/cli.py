@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -123,6 +124,50 @@ def validate(spec_path: str | None, path: str, serving: bool, rejects_path: str 
         if rejects_path:
             result.rejects.to_csv(rejects_path, index=False)
         sys.exit(1)
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        body = json.loads(message) if message.startswith("{") else {"message": message}
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname, "logger": record.name, **body})
+
+
+def _configure_logging() -> None:
+    """Plain lines on a terminal; JSON lines for log collectors (cron, Kubernetes) otherwise."""
+    handler = logging.StreamHandler()
+    if not sys.stderr.isatty():
+        handler.setFormatter(_JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+@main.command("batch")
+@db_option
+@click.option("--start", help="Window start on the spec's window column (default: the table's first).")
+@click.option("--end", help="Window end, inclusive; a date means the whole day (default: the table's last).")
+@click.option("--since-last", is_flag=True, help="Start where the last successful run of this model ended.")
+@click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the one the pipeline registered).")
+@click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per read/score/write transaction.")
+def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, chunk_rows: int) -> None:
+    """Score a window of the source table into `predictions`, exactly once per (key, model).
+
+    Exit codes: 0 success, 3 partial (some rows rejected, see prediction_rejects), 1 failure.
+    """
+    from tiffin import db as database
+    from tiffin import registry, serving
+    from tiffin.batch import BatchJob
+    from tiffin.inference import Scorer
+
+    _configure_logging()
+    loaded = registry.load(tag or serving.model_tag())
+    job = BatchJob(database.engine_for(db), Scorer(loaded.pipeline, loaded.spec), loaded.tag, chunk_rows=chunk_rows)
+    try:
+        summary = job.run(start, end, since_last)
+    except Exception as error:  # the run is recorded as failed in batch_runs; say why, exit 1
+        click.echo(f"batch failed: {type(error).__name__}: {error}", err=True)
+        sys.exit(1)
+    click.echo(summary.line())
+    sys.exit(summary.exit_code)
 
 
 @main.group()

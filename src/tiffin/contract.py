@@ -134,9 +134,12 @@ class Contract:
         if spec.type == "category":
             # Match the closed set case-insensitively ('clear' is 'Clear'); pandera rejects the rest.
             canonical = {value.lower(): value for value in spec.values or []}
-            text = raw.where(raw.isna(), raw.astype(str).str.strip())
-            values = text.map(lambda v: canonical.get(v.lower(), v) if isinstance(v, str) else None)
-            return values.astype(object), np.zeros(len(raw), dtype=bool)
+
+            def category(value: object) -> str:
+                text = str(value).strip()
+                return canonical.get(text.lower(), text)
+
+            return normalise.map_unique(raw, category), np.zeros(len(raw), dtype=bool)
         values = raw.where(raw.isna(), raw.astype(str)).astype(object)
         return values, np.zeros(len(raw), dtype=bool)
 
@@ -213,9 +216,7 @@ class Contract:
 
 
 def _to_number(raw: pd.Series) -> pd.Series:
-    # Booleans are not numbers here, even though Python says True == 1.
-    values = pd.to_numeric(raw.map(lambda v: None if isinstance(v, bool) else v), errors="coerce")
-    return values.astype("float64")
+    return pd.to_numeric(normalise.without_booleans(raw), errors="coerce").astype("float64")
 
 
 # -- the same contract, one record at a time ----------------------------------------------------

@@ -24,10 +24,17 @@ SEED_CHUNK_ROWS = 5_000
 
 
 def engine_for(url: str) -> Engine:
-    """An engine for `url`; for a SQLite file, its folder is created first."""
+    """An engine for `url`; for a SQLite file, its folder is created first.
+
+    SQLite connections are not pooled: the batch runner's bulk driver (ADBC) carries its own copy of
+    SQLite, and two copies in one process must never have the same file open at once (their locks
+    do not see each other). Opening a SQLite file is cheap.
+    """
     parsed = sa.engine.make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
     return sa.create_engine(url)
 
 

@@ -79,7 +79,12 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         blocks = [_as_floats(frame[name]) for name in self.numeric]
         for name, codes in self._category_codes().items():
             column = frame[name]
-            blocks.append(np.fromiter((codes.get(v, np.nan) for v in column), dtype="float64", count=len(column)))
+            if len(column) > 64:  # a hash table pays off past a few dozen rows; a dict lookup before
+                found = pd.Categorical(column, categories=list(codes)).codes.astype("float64")
+                found[found < 0] = np.nan
+                blocks.append(found)
+            else:
+                blocks.append(np.fromiter((codes.get(v, np.nan) for v in column), dtype="float64", count=len(column)))
         for name, parts in (self.date_parts or {}).items():
             blocks.extend(_date_parts(_as_moments(frame[name]), parts))
         rows = len(blocks[0]) if blocks else len(frame)

@@ -31,14 +31,30 @@ def _clock_hour(value: object) -> float:
     return float(hour % 12 + (12 if half == "p" else 0))
 
 
+def map_unique(raw: pd.Series, function: Callable[[object], object]) -> pd.Series:
+    """`raw.map(function)`, calling it once per distinct value: raw columns repeat a few values."""
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    mapped = np.array([function(value) for value in uniques] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=raw.index)  # code -1 (missing) takes the trailing None
+
+
+def without_booleans(raw: pd.Series) -> pd.Series:
+    """True is not the number 1 here: booleans become NA (and so "unreadable" where present)."""
+    if pd.api.types.is_bool_dtype(raw):
+        return pd.Series(None, index=raw.index, dtype=object)
+    if raw.dtype != object:
+        return raw
+    booleans = map_unique(raw, lambda v: isinstance(v, bool | np.bool_)).astype(bool)
+    return raw.where(~booleans, None) if booleans.any() else raw
+
+
 def hour_of_day(raw: pd.Series) -> pd.Series:
     """Hours as numbers (6, 6.0, '6') or clock text ('6am'); the contract checks the range."""
-    raw = raw.map(lambda v: None if isinstance(v, bool) else v)  # True is not the hour 1
-    numeric = pd.to_numeric(raw, errors="coerce")
+    raw = without_booleans(raw)
+    numeric = pd.to_numeric(raw, errors="coerce").astype("float64")
     text = raw.notna() & numeric.isna()
     if text.any():
-        numeric = numeric.astype("float64")
-        numeric[text] = raw[text].map(_clock_hour).astype("float64")
+        numeric[text] = map_unique(raw[text], _clock_hour).astype("float64")
     return numeric
 
 

@@ -1,0 +1,145 @@
+"""`make bench` (batch part): 1,000,000 rows, database to database, against in-memory scoring.
+
+The rows are the real hourly data repeated 58 times, each copy 731 days later (keys stay unique).
+Baseline: the same model scoring the same rows already in memory (a canonical DataFrame), in this
+process. Batch: `python -m tiffin batch` end to end (read, contract, score, write) on SQLite and on
+PostgreSQL, as a subprocess so its peak memory is its own. Writes reports/bench/batch.{json,md}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import sqlalchemy as sa
+
+from tiffin import db, registry, serving
+from tiffin.contract import Contract
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports/bench"
+COPIES = 58
+PG_ADMIN = os.environ.get("TIFFIN_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def million_rows(seed_file: Path) -> pd.DataFrame:
+    raw = pd.read_csv(seed_file)
+    days = pd.to_datetime(raw["dteday"])
+    copies = [raw.assign(dteday=(days + pd.Timedelta(days=731 * k)).dt.strftime("%Y-%m-%d")) for k in range(COPIES)]
+    return pd.concat(copies, ignore_index=True)
+
+
+def in_memory_rows_per_s(rows: pd.DataFrame) -> dict:
+    loaded = registry.load(serving.model_tag())
+    canonical = Contract(loaded.spec).validate(rows, serving=True).valid
+    loaded.pipeline.predict(canonical.head(1000))  # warm
+    began = time.perf_counter()
+    loaded.pipeline.predict(canonical)
+    seconds = time.perf_counter() - began
+    return {"rows": len(canonical), "seconds": round(seconds, 2), "rows_per_s": round(len(canonical) / seconds)}
+
+
+def run_batch(url: str, end: str | None = None) -> dict:
+    """`python -m tiffin batch` as a child process: its summary, wall time and peak memory (sampled)."""
+    command = [sys.executable, "-m", "tiffin", "batch", "--db", url, *(["--end", end] if end else [])]
+    began = time.perf_counter()
+    child = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    peak = 0
+    while child.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, child.memory_info().rss)
+        time.sleep(0.02)
+    wall = time.perf_counter() - began
+    stdout, stderr = child.communicate()
+    if child.returncode != 0:
+        sys.exit(f"batch failed ({child.returncode}):\n{stdout}\n{stderr[-3000:]}")
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        latest = sa.text("SELECT rows_read, duration_s FROM batch_runs ORDER BY started_at DESC")
+        run = connection.execute(latest).first()
+    engine.dispose()
+    return {
+        "rows": run.rows_read,
+        "job_seconds": round(run.duration_s, 2),
+        "rows_per_s": round(run.rows_read / run.duration_s),
+        "process_seconds": round(wall, 1),
+        "peak_rss_mib": round(peak / 2**20),
+    }
+
+
+def reset_outputs(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        for table in ("predictions", "prediction_rejects", "batch_runs", "batch_watermarks"):
+            connection.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+    engine.dispose()
+
+
+def seeded(url: str, rows: pd.DataFrame) -> float:
+    spec = registry.load(serving.model_tag()).spec
+    began = time.perf_counter()
+    db.seed(db.engine_for(url), spec, rows)
+    return round(time.perf_counter() - began, 1)
+
+
+def measure(url: str, rows: pd.DataFrame) -> dict:
+    seed_seconds = seeded(url, rows)
+    reset_outputs(url)
+    small = run_batch(url, end="2022-12-31")  # the first six copies: ~104,000 rows
+    reset_outputs(url)
+    full = run_batch(url)
+    again = run_batch(url)  # nothing left to score: the cost of an idempotent re-run
+    return {"seed_seconds": seed_seconds, "window_100k": small, "window_1m": full, "rerun": again}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows = million_rows(ROOT / "data/seed/bike_sharing_hourly.csv.gz")
+    results = {"rows": len(rows), "in_memory": in_memory_rows_per_s(rows.drop(columns=["cnt"]))}
+    print(f"in memory: {results['in_memory']}", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        results["sqlite"] = measure(f"sqlite:///{scratch}/bench.db", rows)
+    print(f"sqlite: {results['sqlite']}", flush=True)
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"tiffin_bench_{os.getpid()}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        results["postgresql"] = measure(sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(False), rows)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    print(f"postgresql: {results['postgresql']}", flush=True)
+    (OUT / "batch.json").write_text(json.dumps(results, indent=2) + "\n")
+    (OUT / "batch.md").write_text(table(results))
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    memory = results["in_memory"]["rows_per_s"]
+    lines = [
+        "| 1,000,000 rows | rows/s | vs in-memory | peak RSS, 1 M rows | peak RSS, 104 k rows | re-run (nothing new) |",
+        "|---|---|---|---|---|---|",
+        f"| in memory: `pipeline.predict` on a canonical DataFrame | {memory:,} | 1.00 | | | |",
+    ]
+    for name in ("sqlite", "postgresql"):
+        run = results[name]
+        full = run["window_1m"]
+        lines.append(
+            f"| batch, {name} -> {name} (read, contract, score, write) | {full['rows_per_s']:,} | "
+            f"{full['rows_per_s'] / memory:.2f} | {full['peak_rss_mib']} MiB | "
+            f"{run['window_100k']['peak_rss_mib']} MiB | {run['rerun']['job_seconds']} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

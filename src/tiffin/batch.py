@@ -1,0 +1,380 @@
+"""Batch scoring: a window of the source table -> predictions in the same database, exactly once.
+
+Each chunk is read, checked by the contract, scored and written in one transaction, so a run that
+is killed leaves whole chunks only. Predictions are unique on (key, model) and inserted with
+"on conflict do nothing": re-running a window, or overlapping windows, adds nothing and changes no
+earlier result. Chunks are read by key (keyset pagination) and skip keys this model has already
+scored, so memory stays flat with the table's size and a re-run only finishes what is missing.
+Rows that break the contract go to `prediction_rejects` with field, value and rule; every run is
+recorded in `batch_runs`.
+
+Bulk reads and writes go through ADBC (Arrow-native drivers) for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from tqdm import tqdm
+
+from tiffin.contract import Contract
+from tiffin.db import _bound_values, _window_bounds, source_table
+from tiffin.inference import Scorer
+from tiffin.spec import DatasetSpec
+
+log = logging.getLogger("tiffin.batch")
+
+SUCCESS, PARTIAL, FAILED, RUNNING = "success", "partial", "failed", "running"
+EXIT_CODES = {SUCCESS: 0, FAILED: 1, PARTIAL: 3}
+
+
+def _moment_type() -> sa.types.TypeEngine:
+    # ADBC writes SQLite timestamps as ISO text ('2012-06-01T08:00:00'); keep them text there.
+    return sa.DateTime().with_variant(sa.Text(), "sqlite")
+
+
+@dataclass(frozen=True)
+class BatchTables:
+    predictions: sa.Table
+    rejects: sa.Table
+    runs: sa.Table
+    watermarks: sa.Table
+
+
+def batch_tables(engine: Engine, spec: DatasetSpec, source: sa.Table, prefix: str = "") -> BatchTables:
+    """The output tables (created if missing); keys have the source's column types."""
+    metadata = sa.MetaData()
+    keys = [sa.Column(k, source.c[k].type, primary_key=True) for k in spec.key]
+    predictions = sa.Table(
+        f"{prefix}predictions", metadata, *keys,
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("event_time", _moment_type()),
+        sa.Column("prediction", sa.Float(precision=53), nullable=False),
+        sa.Column("run_id", sa.String(36), nullable=False),
+        sa.Column("scored_at", _moment_type(), nullable=False),
+    )  # fmt: skip
+    rejects = sa.Table(
+        f"{prefix}prediction_rejects", metadata,
+        *[sa.Column(k, sa.Text(), primary_key=True) for k in spec.key],
+        sa.Column("field", sa.String(200), primary_key=True),
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("value", sa.Text()),
+        sa.Column("rule", sa.Text(), nullable=False),
+        sa.Column("run_id", sa.String(36), nullable=False),
+        sa.Column("rejected_at", _moment_type(), nullable=False),
+    )  # fmt: skip
+    runs = sa.Table(
+        f"{prefix}batch_runs", metadata,
+        sa.Column("run_id", sa.String(36), primary_key=True),
+        sa.Column("source", sa.String(200), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("window_start", sa.Text()),
+        sa.Column("window_end", sa.Text()),
+        sa.Column("started_at", sa.DateTime(), nullable=False),
+        sa.Column("finished_at", sa.DateTime()),
+        sa.Column("rows_read", sa.BigInteger(), nullable=False, default=0),
+        sa.Column("rows_scored", sa.BigInteger(), nullable=False, default=0),
+        sa.Column("rows_rejected", sa.BigInteger(), nullable=False, default=0),
+        sa.Column("duration_s", sa.Float()),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("error", sa.Text()),
+    )  # fmt: skip
+    watermarks = sa.Table(
+        f"{prefix}batch_watermarks", metadata,
+        sa.Column("source", sa.String(200), primary_key=True),
+        sa.Column("model_name", sa.String(200), primary_key=True),
+        sa.Column("window_end", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+    )  # fmt: skip
+    metadata.create_all(engine)
+    return BatchTables(predictions, rejects, runs, watermarks)
+
+
+class BulkConnection:
+    """An ADBC connection for the bulk path: Arrow in, Arrow out, one transaction per chunk."""
+
+    def __init__(self, engine: Engine) -> None:
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            import adbc_driver_sqlite.dbapi as driver
+
+            self.connection = driver.connect(url.database)
+            with self.connection.cursor() as cursor:  # wait for the other connection, don't fail
+                cursor.execute("PRAGMA busy_timeout = 60000")
+        elif url.get_backend_name() == "postgresql":
+            import adbc_driver_postgresql.dbapi as driver
+
+            self.connection = driver.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        else:
+            raise NotImplementedError(f"batch scoring supports SQLite and PostgreSQL, not {url.get_backend_name()}")
+        self.engine = engine
+
+    def sql(self, statement: sa.sql.ClauseElement) -> str:
+        """SQLAlchemy builds the statement; values are rendered (and quoted) by the dialect."""
+        return str(statement.compile(self.engine, compile_kwargs={"literal_binds": True}))
+
+    def read(self, statement: sa.sql.ClauseElement) -> pd.DataFrame:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self.sql(statement))
+            return cursor.fetch_arrow_table().to_pandas()
+
+    def write(self, batches: list[tuple[sa.Table, pa.Table, dict]], finally_sql: list[str]) -> None:
+        """Insert each table's rows (plus constant columns), skipping keys already there; commit once."""
+        with self.connection.cursor() as cursor:
+            try:
+                for table, rows, constants in batches:
+                    if rows.num_rows == 0:
+                        continue
+                    cursor.adbc_ingest(f"staging_{table.name}", rows, mode="replace", temporary=True)
+                    names = [*rows.column_names, *constants]
+                    values = [f'"{name}"' for name in rows.column_names]
+                    values += [self.sql(sa.literal(value, table.c[name].type)) for name, value in constants.items()]
+                    columns = ", ".join(f'"{name}"' for name in names)
+                    cursor.execute(
+                        f'INSERT INTO "{table.name}" ({columns}) SELECT {", ".join(values)} '
+                        f'FROM "staging_{table.name}" WHERE true ON CONFLICT DO NOTHING'
+                    )
+                for statement in finally_sql:
+                    cursor.execute(statement)
+                self.connection.commit()
+            except BaseException:
+                self.connection.rollback()
+                raise
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    model: str
+    window_start: str
+    window_end: str
+    status: str = RUNNING
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    chunks: int = field(default=0, repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.status, 1)
+
+    def line(self) -> str:
+        return (f"batch {self.status}: {self.rows_scored} scored, {self.rows_rejected} rejected of "
+                f"{self.rows_read} read, window {self.window_start} .. {self.window_end}, model {self.model}, "
+                f"{self.duration_s:.1f} s ({self.rows_read / max(self.duration_s, 1e-9):,.0f} rows/s), "
+                f"run {self.run_id}")  # fmt: skip
+
+
+class BatchJob:
+    """One run of batch scoring over a window, with one model."""
+
+    def __init__(self, engine: Engine, scorer: Scorer, tag: str, *, chunk_rows: int = 100_000, prefix: str = ""):
+        self.engine = engine
+        self.scorer = scorer
+        self.spec = scorer.spec
+        self.tag = tag
+        self.chunk_rows = chunk_rows
+        self.contract = Contract(self.spec)
+        self.source = source_table(engine, self.spec)
+        self.tables = batch_tables(engine, self.spec, self.source, prefix)
+
+    # -- the window ----------------------------------------------------------------------------
+
+    def window(self, start: str | None, end: str | None, since_last: bool) -> tuple[str, str]:
+        column = self.source.c[self.spec.source.window_column]
+        with self.engine.connect() as connection:
+            low, high = connection.execute(sa.select(sa.func.min(column), sa.func.max(column))).one()
+            if since_last:
+                marks = self.tables.watermarks
+                mark = connection.execute(
+                    sa.select(marks.c.window_end).where(
+                        marks.c.source == self.source.name, marks.c.model_name == self.tag.split(":")[0]
+                    )
+                ).scalar_one_or_none()
+                # Inclusive: the last window's end may have received rows since (they are not scored yet).
+                start = mark or start
+        if low is None:
+            raise LookupError(f"{self.source.name} is empty: nothing to score")
+        return _iso(start or low), _iso(end or high)
+
+    def _selection(self, start: str, end: str) -> sa.Select:
+        column = self.source.c[self.spec.source.window_column]
+        lower, upper = _bound_values(column, *_window_bounds(start, end))
+        predictions = self.tables.predictions
+        already = sa.exists().where(
+            *[predictions.c[k] == self.source.c[k] for k in self.spec.key], predictions.c.model == self.tag
+        )
+        wanted = [self.source.c[n] for n in self.spec.input_columns if n in self.source.c]
+        keys = [self.source.c[k] for k in self.spec.key]
+        return sa.select(*dict.fromkeys(keys + wanted)).where(column >= lower, column < upper, ~already)
+
+    def count(self, start: str, end: str) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sa.select(sa.func.count()).select_from(self._selection(start, end).subquery())
+            ).scalar_one()
+
+    def chunks(self, bulk: BulkConnection, start: str, end: str) -> Iterator[pd.DataFrame]:
+        """Rows not yet scored by this model, in key order, `chunk_rows` at a time."""
+        keys = [self.source.c[k] for k in self.spec.key]
+        selection = self._selection(start, end).order_by(*keys).limit(self.chunk_rows)
+        last = None
+        while True:
+            query = selection if last is None else selection.where(sa.tuple_(*keys) > sa.tuple_(*last))
+            chunk = bulk.read(query)
+            if chunk.empty:
+                return
+            yield chunk
+            last = [_python(v) for v in chunk[self.spec.key].iloc[-1]]
+
+    # -- one chunk -------------------------------------------------------------------------------
+
+    def score(self, chunk: pd.DataFrame) -> tuple[pa.Table, pa.Table, int]:
+        """Predictions for the valid rows, rejects (with reasons) for the rest, and how many rows failed."""
+        result = self.contract.validate(chunk, serving=True)
+        valid = result.valid
+        predictions = self.scorer.predict_matrix(self.scorer.encoder.transform(valid)) if len(valid) else []
+        scored = {k: chunk.loc[valid.index, k].to_numpy() for k in self.spec.key}
+        scored |= {
+            "event_time": self.contract.event_time(valid).to_numpy(dtype="datetime64[us]"),
+            "prediction": np.asarray(predictions, dtype="float64"),
+        }
+        rejects = result.rejects
+        rejected = {k: rejects[k].astype(str).to_numpy() for k in self.spec.key}
+        rejected |= {name: rejects[name].to_numpy(dtype=object) for name in ("field", "value", "rule")}
+        return pa.table(scored), pa.table(rejected), result.rejected_rows
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self, start: str | None = None, end: str | None = None, since_last: bool = False) -> RunSummary:
+        began = time.perf_counter()
+        start, end = self.window(start, end, since_last)
+        summary = RunSummary(str(uuid.uuid4()), self.tag, start, end)
+        self._record_start(summary)
+        if self.engine.dialect.name == "sqlite":  # a reader and a writer at once need the WAL journal
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        bulk: list[BulkConnection] = []
+        try:
+            total = self.count(start, end)
+            # From here until they close, only the bulk connections touch the database (db.engine_for).
+            bulk = [BulkConnection(self.engine), BulkConnection(self.engine)]
+            with tqdm(total=total, desc="batch", unit="row", disable=None) as progress:
+                self._pipeline(*bulk, start, end, summary, progress)
+            summary.status = PARTIAL if summary.rows_rejected else SUCCESS
+        except Exception as error:
+            summary.status, summary.error = FAILED, f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            for connection in bulk:
+                connection.close()
+            summary.duration_s = round(time.perf_counter() - began, 3)
+            self._record_end(summary, since_last)
+        return summary
+
+    def _pipeline(self, reader: BulkConnection, writer: BulkConnection, start: str, end: str,
+                  summary: RunSummary, progress: tqdm) -> None:  # fmt: skip
+        """Read chunk k+1 and write chunk k-1 while chunk k is scored (the drivers release the GIL).
+
+        Writes stay in order, one transaction per chunk; a failed write stops the run.
+        """
+        chunks = self.chunks(reader, start, end)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-io") as pool:
+            upcoming = pool.submit(next, chunks, None)
+            writing = None
+            while (chunk := upcoming.result()) is not None:
+                upcoming = pool.submit(next, chunks, None)
+                write = self._scored_chunk(writer, chunk, summary)
+                if writing is not None:
+                    writing.result()
+                writing = pool.submit(write)
+                progress.update(len(chunk))
+            if writing is not None:
+                writing.result()
+
+    def _scored_chunk(self, bulk: BulkConnection, chunk: pd.DataFrame, summary: RunSummary) -> Callable[[], None]:
+        """Score one chunk now; return its write (one transaction) to run next, in order."""
+        predictions, rejects, rejected_rows = self.score(chunk)
+        now = _timestamp(self.engine)
+        same = {"model": self.tag, "run_id": summary.run_id}
+        summary.rows_read += len(chunk)
+        summary.rows_scored += predictions.num_rows
+        summary.rows_rejected += rejected_rows
+        summary.chunks += 1
+        runs = self.tables.runs
+        progress = bulk.sql(
+            runs.update().where(runs.c.run_id == summary.run_id).values(
+                rows_read=summary.rows_read, rows_scored=summary.rows_scored, rows_rejected=summary.rows_rejected
+            )
+        )  # fmt: skip
+        event = {"event": "chunk", "run_id": summary.run_id, "chunk": summary.chunks, "rows": len(chunk),
+                 "scored": predictions.num_rows, "rejected": rejected_rows}  # fmt: skip
+
+        def write() -> None:
+            bulk.write(
+                [(self.tables.predictions, predictions, {**same, "scored_at": now}),
+                 (self.tables.rejects, rejects, {**same, "rejected_at": now})],
+                [progress],
+            )  # fmt: skip
+            log.info(json.dumps(event))
+
+        return write
+
+    def _record_start(self, summary: RunSummary) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(self.tables.runs.insert().values(
+                run_id=summary.run_id, source=self.source.name, model=self.tag, window_start=summary.window_start,
+                window_end=summary.window_end, started_at=datetime.now(UTC).replace(tzinfo=None), status=RUNNING,
+                rows_read=0, rows_scored=0, rows_rejected=0,
+            ))  # fmt: skip
+
+    def _record_end(self, summary: RunSummary, since_last: bool) -> None:
+        runs, marks = self.tables.runs, self.tables.watermarks
+        with self.engine.begin() as connection:
+            connection.execute(runs.update().where(runs.c.run_id == summary.run_id).values(
+                finished_at=datetime.now(UTC).replace(tzinfo=None), duration_s=summary.duration_s,
+                status=summary.status, error=summary.error, rows_read=summary.rows_read,
+                rows_scored=summary.rows_scored, rows_rejected=summary.rows_rejected,
+            ))  # fmt: skip
+            if summary.status in (SUCCESS, PARTIAL):
+                key = {"source": self.source.name, "model_name": self.tag.split(":")[0]}
+                connection.execute(marks.delete().where(marks.c.source == key["source"],
+                                                        marks.c.model_name == key["model_name"]))  # fmt: skip
+                connection.execute(marks.insert().values(
+                    **key, window_end=summary.window_end, updated_at=datetime.now(UTC).replace(tzinfo=None)
+                ))  # fmt: skip
+
+
+def _timestamp(engine: Engine) -> object:
+    """Now, as the moment columns store it (ISO text on SQLite, like ADBC's own timestamps)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.isoformat(timespec="microseconds") if engine.dialect.name == "sqlite" else now
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _python(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def summary_dict(summary: RunSummary) -> dict:
+    return {k: v for k, v in asdict(summary).items() if k != "chunks"}
