@@ -90,6 +90,11 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         rows = len(blocks[0]) if blocks else len(frame)
         return np.column_stack(blocks) if blocks else np.empty((rows, 0))
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_codes", None)  # a cache, rebuilt on first use: not part of the model's bytes
+        return state
+
     def _category_codes(self) -> dict[str, dict[str, float]]:
         """Each category's code (its position in the contract's closed set), built once."""
         if getattr(self, "_codes", None) is None:

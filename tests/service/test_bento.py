@@ -1,6 +1,9 @@
 """The container path minus Docker: build the Bento, export it, import it into an empty store, serve it."""
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -43,3 +46,19 @@ def test_the_built_bento_serves_the_same_answers_after_export_and_import(
     development = httpx.post(f"{api}/predict", json={"rows": [RECORD]}, timeout=30).json()
     assert packaged == development
     assert packaged["model"] == json.loads((project.path / "models/registration.json").read_text())["tag"]
+
+    # The same Bento is the batch runner: its own copy of the package, its own store (the CronJob's layout).
+    imported = next(p for p in (tmp_path / "fresh-store/bentos/tiffin").iterdir() if p.name != "latest")
+    source = f"sqlite:///{shutil.copy(project.path / 'data/tiffin.db', tmp_path / 'source.db')}"
+    env = {k: v for k, v in fresh.items() if k not in ("TIFFIN_MODEL", "PYTHONPATH")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tiffin", "batch", "--db", f"sqlite:///{tmp_path / 'scored.db'}", "--end", "2011-01-02"],
+        cwd=imported / "src", env={**env, "TIFFIN_DB_URL": source}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and "tiffin db seed" in done.stderr  # an empty target database: a clear error
+    done = subprocess.run(
+        [sys.executable, "-m", "tiffin", "batch", "--db", source, "--end", "2011-01-02"],
+        cwd=imported / "src", env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "batch success" in done.stdout and packaged["model"] in done.stdout
