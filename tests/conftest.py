@@ -31,6 +31,7 @@ PROJECT_FILES = [
     "specs",
     "src",
     "service",
+    "loadtests",
     "data/seed",
 ]
 

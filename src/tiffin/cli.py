@@ -170,6 +170,23 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
     sys.exit(summary.exit_code)
 
 
+@main.command("loadtest")
+@click.option("--bento", default="tiffin:latest", show_default=True, help="The built Bento to start and test.")
+@click.option("--host", help="Test a service already running here instead (e.g. http://127.0.0.1:3000).")
+@click.option("--slo", type=click.Path(exists=True, dir_okay=False, path_type=Path), default="loadtests/slo.yaml",
+              show_default=True, help="The objectives.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/loadtest", show_default=True)
+@click.option("--run-seconds", type=float, help="Override the SLO file's run time.")
+def loadtest(bento: str, host: str | None, slo: Path, out: Path, run_seconds: float | None) -> None:
+    """The release gate: serve the built Bento, load it with Locust, check the objectives.
+
+    Exit codes: 0 all objectives met, 1 an objective missed, 2 the server failed to start or answer.
+    """
+    from tiffin.loadtest import gate
+
+    sys.exit(gate(bento=None if host else bento, host=host, slo=slo, out=out, run_seconds=run_seconds))
+
+
 @main.group()
 def models() -> None:
     """Registered models in the BentoML model store."""
@@ -206,6 +223,35 @@ def models_show(tag: str | None) -> None:
     except NotFound as missing:
         raise click.ClickException(f"{tag} is not in the store {registry.store_path()}") from missing
     click.echo(json.dumps({"tag": model.tag, **model.metadata}, indent=2, default=str))
+
+
+@models.command("card")
+@click.argument("tag", required=False)
+def models_card(tag: str | None) -> None:
+    """A model card in Markdown: what it predicts, from which data, how well, with which lineage."""
+    from tiffin import registry
+
+    model = registry.load(tag or _registered_tag())
+    meta, spec = model.metadata, model.spec
+    metrics = meta.get("metrics", {})
+
+    def row(name: str, m: dict) -> str:
+        return f"| {name} | {m.get('mae')} | {m.get('rmse')} | {m.get('r2')} | {m.get('rows')} |"
+
+    excluded = ", ".join(f"`{c}`" for c in spec.never_features) or "nothing excluded"
+    lines = [
+        f"# Model card: {model.tag}", "", spec.description, "",
+        f"- Predicts `{spec.target}` from {', '.join(f'`{c}`' for c in spec.features.columns())}",
+        f"- Never uses {excluded} (known only afterwards)",
+        f"- Source table `{spec.source.table}`, window {meta.get('params', {}).get('ingest', {})}",
+        f"- Data snapshot sha256 `{meta.get('data_snapshot_sha256', '?')}`",
+        f"- Model sha256 `{meta.get('model_sha256', '?')}`; git commit `{meta.get('git_commit', '?')}`", "",
+        "| test period | MAE | RMSE | R² | rows |", "|---|---|---|---|---|",
+        row("model", metrics.get("test", {})), row("naive baseline", metrics.get("baseline", {}).get("test", {})),
+        "", f"Validation: {json.dumps(meta.get('validation', {}))}", "",
+        f"Hyper-parameters: `{json.dumps(meta.get('params', {}).get('train', {}))}`",
+    ]  # fmt: skip
+    click.echo("\n".join(lines))
 
 
 @models.command("check")
