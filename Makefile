@@ -15,7 +15,7 @@ export UV
 PORT ?= 3000
 
 .PHONY: run setup repro repro-check serve bento bench loadtest release-check container container-gate \
-	release-artifacts metrics-diff test lint format clean
+	release-artifacts metrics-diff test jdbc-driver lint format clean
 
 ## run: set up, seed the embedded database, reproduce the pipeline, then serve the API
 run: repro serve
@@ -97,8 +97,13 @@ release-artifacts: setup
 	tiffin models card > reports/release/model-card.md
 
 ## test: install and run the whole test suite (lint, then pytest)
-test: setup lint
+test: setup lint jdbc-driver
 	pytest
+
+# The Spark engine reads PostgreSQL over JDBC; the driver is Debian's package, never downloaded at run time.
+jdbc-driver:
+	@test -f /usr/share/java/postgresql.jar || apt-get install -y -qq libpostgresql-jdbc-java \
+		|| { apt-get update -qq && apt-get install -y -qq libpostgresql-jdbc-java; }
 
 lint: setup
 	ruff check .

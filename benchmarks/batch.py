@@ -100,6 +100,30 @@ def measure(url: str, rows: pd.DataFrame) -> dict:
     return {"seed_seconds": seed_seconds, "window_100k": small, "window_1m": full, "rerun": again}
 
 
+def spark_rows_per_s(rows: pd.DataFrame, master: str = "local[2]") -> dict:
+    """The Spark engine on the same rows from Parquet, in local mode: the overhead a cluster must amortise."""
+    try:
+        from tiffin import spark
+    except ImportError:
+        return {"skipped": "PySpark is not installed (pip install 'tiffin[spark]')"}
+    loaded = registry.load(serving.model_tag())
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / "rows.parquet"
+        rows.to_parquet(source, index=False, row_group_size=100_000)
+        session = spark.session(master, app="tiffin-bench")
+        began = time.perf_counter()
+        frame = spark.read_parquet(session, str(source), loaded.spec, None, None)
+        run = spark.run(frame, loaded, f"{scratch}/out")
+        seconds = time.perf_counter() - began
+        session.stop()
+    return {
+        "master": master,
+        "rows": run.rows_read,
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(run.rows_read / seconds),
+    }
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rows = million_rows(ROOT / "data/seed/bike_sharing_hourly.csv.gz")
@@ -118,6 +142,8 @@ def main() -> None:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     print(f"postgresql: {results['postgresql']}", flush=True)
+    results["spark"] = spark_rows_per_s(rows.drop(columns=["cnt", "casual", "registered"]))
+    print(f"spark: {results['spark']}", flush=True)
     (OUT / "batch.json").write_text(json.dumps(results, indent=2) + "\n")
     (OUT / "batch.md").write_text(table(results))
     print(table(results))
@@ -138,6 +164,10 @@ def table(results: dict) -> str:
             f"{full['rows_per_s'] / memory:.2f} | {full['peak_rss_mib']} MiB | "
             f"{run['window_100k']['peak_rss_mib']} MiB | {run['rerun']['job_seconds']} s |"
         )
+    if "rows_per_s" in results.get("spark", {}):
+        spark = results["spark"]
+        lines.append(f"| batch, Spark `{spark['master']}`, Parquet -> Parquet (session already up) | "
+                     f"{spark['rows_per_s']:,} | {spark['rows_per_s'] / memory:.2f} | | | |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

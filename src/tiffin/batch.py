@@ -157,6 +157,27 @@ class BulkConnection:
         self.connection.close()
 
 
+@dataclass(frozen=True)
+class ScoredChunk:
+    predictions: pd.DataFrame  # key columns, event_time, prediction
+    rejects: pd.DataFrame  # key columns (as text), field, value, rule
+    rejected_rows: int
+
+
+def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> ScoredChunk:
+    """The batch engines' one scoring step: contract, features, model. Local and Spark run this."""
+    result = contract.validate(chunk, serving=True)
+    valid, key = result.valid, scorer.spec.key
+    predictions = scorer.predict_matrix(scorer.encoder.transform(valid)) if len(valid) else []
+    scored = chunk.loc[valid.index, key].reset_index(drop=True)
+    scored["event_time"] = contract.event_time(valid).to_numpy(dtype="datetime64[us]")
+    scored["prediction"] = np.asarray(predictions, dtype="float64")
+    rejects = result.rejects[[*key, "field", "value", "rule"]].astype(
+        {k: str for k in key} | {"field": str, "value": str, "rule": str}
+    )
+    return ScoredChunk(scored, rejects.reset_index(drop=True), result.rejected_rows)
+
+
 @dataclass
 class RunSummary:
     run_id: str
@@ -247,19 +268,10 @@ class BatchJob:
     # -- one chunk -------------------------------------------------------------------------------
 
     def score(self, chunk: pd.DataFrame) -> tuple[pa.Table, pa.Table, int]:
-        """Predictions for the valid rows, rejects (with reasons) for the rest, and how many rows failed."""
-        result = self.contract.validate(chunk, serving=True)
-        valid = result.valid
-        predictions = self.scorer.predict_matrix(self.scorer.encoder.transform(valid)) if len(valid) else []
-        scored = {k: chunk.loc[valid.index, k].to_numpy() for k in self.spec.key}
-        scored |= {
-            "event_time": self.contract.event_time(valid).to_numpy(dtype="datetime64[us]"),
-            "prediction": np.asarray(predictions, dtype="float64"),
-        }
-        rejects = result.rejects
-        rejected = {k: rejects[k].astype(str).to_numpy() for k in self.spec.key}
-        rejected |= {name: rejects[name].to_numpy(dtype=object) for name in ("field", "value", "rule")}
-        return pa.table(scored), pa.table(rejected), result.rejected_rows
+        scored = score_chunk(self.scorer, self.contract, chunk)
+        predictions = pa.Table.from_pandas(scored.predictions, preserve_index=False)
+        rejects = pa.Table.from_pandas(scored.rejects, preserve_index=False)
+        return predictions, rejects, scored.rejected_rows
 
     # -- the run ---------------------------------------------------------------------------------
 

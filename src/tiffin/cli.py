@@ -148,7 +148,13 @@ def _configure_logging() -> None:
 @click.option("--since-last", is_flag=True, help="Start where the last successful run of this model ended.")
 @click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the one the pipeline registered).")
 @click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per read/score/write transaction.")
-def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, chunk_rows: int) -> None:
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="local: this process; spark: Apache Spark (pip install 'tiffin[spark]').")  # fmt: skip
+@click.option("--master", default="local[*]", show_default=True, help="Spark master URL (with --engine spark).")
+@click.option("--source", help="Spark: a Parquet dataset of raw rows (default: the --db table over JDBC).")
+@click.option("--output", help="Spark: where to write predictions/ and rejects/ (Parquet).")
+def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, chunk_rows: int,
+          engine: str, master: str, source: str | None, output: str | None) -> None:  # fmt: skip
     """Score a window of the source table into `predictions`, exactly once per (key, model).
 
     Exit codes: 0 success, 3 partial (some rows rejected, see prediction_rejects), 1 failure.
@@ -160,6 +166,9 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
 
     _configure_logging()
     loaded = registry.load(tag or serving.model_tag())
+    if engine == "spark":
+        _spark_batch(loaded, db, source, output, master, start, end)
+        return
     job = BatchJob(database.engine_for(db), Scorer(loaded.pipeline, loaded.spec), loaded.tag, chunk_rows=chunk_rows)
     try:
         summary = job.run(start, end, since_last)
@@ -168,6 +177,22 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
         sys.exit(1)
     click.echo(summary.line())
     sys.exit(summary.exit_code)
+
+
+def _spark_batch(loaded, db: str, source: str | None, output: str | None, master: str,
+                 start: str | None, end: str | None) -> None:  # fmt: skip
+    if not output:
+        raise click.UsageError("--engine spark writes Parquet: give --output DIR")
+    try:
+        from tiffin import spark
+    except ImportError as missing:
+        raise click.ClickException("the Spark engine needs PySpark: pip install 'tiffin[spark]'") from missing
+    session = spark.session(master)
+    frame = (spark.read_parquet(session, source, loaded.spec, start, end) if source
+             else spark.read_jdbc(session, db, loaded.spec, start, end))  # fmt: skip
+    result = spark.run(frame, loaded, output)
+    click.echo(result.line())
+    sys.exit(3 if result.rows_rejected else 0)
 
 
 @main.command("loadtest")

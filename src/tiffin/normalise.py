@@ -33,9 +33,16 @@ def _clock_hour(value: object) -> float:
 
 def map_unique(raw: pd.Series, function: Callable[[object], object]) -> pd.Series:
     """`raw.map(function)`, calling it once per distinct value: raw columns repeat a few values."""
-    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    try:
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    except TypeError:  # unhashable values (a JSON object or array where a scalar belongs)
+        return pd.Series([None if _missing(v) else function(v) for v in raw], index=raw.index, dtype=object)
     mapped = np.array([function(value) for value in uniques] + [None], dtype=object)
     return pd.Series(mapped[codes], index=raw.index)  # code -1 (missing) takes the trailing None
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def without_booleans(raw: pd.Series) -> pd.Series:

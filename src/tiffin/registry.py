@@ -34,6 +34,7 @@ class LoadedModel:
     pipeline: Pipeline
     spec: DatasetSpec
     metadata: dict[str, Any]
+    path: Path  # the model's folder in the store (what a Spark engine ships to its executors)
 
 
 def content_version(model_file: str | Path) -> str:
@@ -68,6 +69,7 @@ def from_store(model: bentoml.Model) -> LoadedModel:
         pipeline=joblib.load(model.path_of(MODEL_FILE)),
         spec=load_spec(model.path_of(SPEC_FILE)),
         metadata=dict(model.info.metadata),
+        path=Path(model.path),
     )
 
 

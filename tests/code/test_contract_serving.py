@@ -18,10 +18,10 @@ from tiffin.features import FeatureEncoder
 from tiffin.spec import DatasetSpec
 
 ODD_VALUES = {
-    "int": [77, -1, 7.5, 8.0, "8", " 9 ", "6am", "12pm", "noon", "", True, None, 23, 0],
-    "float": [1e9, -100, "warm", "21.5", "", "nan", True, None, 3, 0.0],
-    "category": ["Sunny", "clear", " Clear ", "MIST", 3, True, "", None],
-    "date": ["2012-02-30", "2012-06-01T00:00:00", "2012-06-01T08:00:00", "2012/06/01", "June 1st", 20120601, None],
+    "int": [77, -1, 7.5, 8.0, "8", " 9 ", "6am", "12pm", "noon", "", True, None, 23, 0, {}, [8]],
+    "float": [1e9, -100, "warm", "21.5", "", "nan", True, None, 3, 0.0, {}, [1.5]],
+    "category": ["Sunny", "clear", " Clear ", "MIST", 3, True, "", None, {}, ["Clear"]],
+    "date": ["2012-02-30", "2012-06-01T00:00:00", "2012-06-01T08:00:00", "2012/06/01", "June 1st", 20120601, None, {}],
 }
 
 

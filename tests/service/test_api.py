@@ -80,6 +80,8 @@ def test_an_int_is_accepted_as_a_float_and_an_integral_float_as_the_hour(api, bi
         ("dteday", "2012-02-30", "type: date (YYYY-MM-DD)"),
         ("season", None, "not_nullable"),
         ("holiday", True, "isin(['No', 'Yes'])"),
+        ("windspeed", {}, "type: number"),
+        ("weathersit", ["Clear"], "isin(['Clear', 'Mist', 'Light Rain', 'Heavy Rain'])"),
     ],
 )
 def test_a_bad_value_is_a_400_naming_row_field_value_and_rule(api, bike_spec, test_rows, field, value, rule) -> None:

@@ -1,0 +1,101 @@
+"""The Spark engine (local[2]) scores exactly as the local engine: same predictions, same rejects."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiffin import db
+from tiffin.batch import score_chunk
+from tiffin.contract import Contract
+from tiffin.inference import Scorer
+from tiffin.modeling import build_pipeline
+from tiffin.registry import LoadedModel
+from tiffin.spec import DatasetSpec
+
+from ..conftest import ROOT
+
+spark_engine = pytest.importorskip("tiffin.spark", reason="the Spark engine is the optional extra tiffin[spark]")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def session():
+    spark = spark_engine.session("local[2]", app="tiffin-tests")
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="module")
+def model(bike_spec: DatasetSpec, bike_raw: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """A small registered-model folder (pipeline + spec), as the store holds it."""
+    train = Contract(bike_spec).validate(bike_raw.head(5000)).valid
+    pipeline = build_pipeline(bike_spec, {"max_iter": 40}).fit(train, train["cnt"])
+    folder = tmp_path_factory.mktemp("model")
+    joblib.dump(pipeline, folder / "model.joblib")
+    shutil.copy(ROOT / "specs/bike_sharing.yaml", folder / "spec.yaml")
+    return LoadedModel("bike_demand:spark-test", pipeline, bike_spec, {}, folder)
+
+
+@pytest.fixture(scope="module")
+def rows(bike_raw: pd.DataFrame) -> pd.DataFrame:
+    """3,000 raw rows, four of them broken in different ways."""
+    sample = bike_raw.sample(3000, random_state=11).drop(columns=["cnt", "casual", "registered"]).reset_index(drop=True)
+    sample = sample.astype({"temp": object})
+    sample.loc[0, "hr"] = "77"
+    sample.loc[1, "temp"] = "warm"
+    sample.loc[2, "weathersit"] = "Sunny"
+    sample.loc[3, "dteday"] = "2012-02-30"
+    return sample.astype({"temp": str})  # a raw export with a bad value keeps the column as text
+
+
+def local_engine(model: LoadedModel, rows: pd.DataFrame):
+    return score_chunk(Scorer(model.pipeline, model.spec), Contract(model.spec), rows)
+
+
+def assert_same_as_local(output: Path, model: LoadedModel, rows: pd.DataFrame) -> None:
+    expected = local_engine(model, rows)
+    key = model.spec.key
+    predictions = pd.read_parquet(output / "predictions")
+    assert len(predictions) == len(expected.predictions) == len(rows) - 4
+    merged = predictions.merge(expected.predictions.astype({k: str for k in key}), on=key, suffixes=("", "_local"))
+    assert len(merged) == len(predictions)
+    np.testing.assert_allclose(merged["prediction"], merged["prediction_local"], rtol=0, atol=1e-9)
+    rejects = pd.read_parquet(output / "rejects").sort_values([*key, "field"]).reset_index(drop=True)
+    local = expected.rejects.sort_values([*key, "field"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rejects, local, check_dtype=False)
+
+
+def test_from_parquet_the_spark_engine_matches_the_local_engine(session, model, rows, tmp_path: Path) -> None:
+    source = tmp_path / "rows.parquet"
+    rows.to_parquet(source, index=False)
+    frame = spark_engine.read_parquet(session, str(source), model.spec, None, None).repartition(2)
+    run = spark_engine.run(frame, model, str(tmp_path / "out"))
+    assert (run.rows_scored, run.rows_rejected, run.rows_read) == (len(rows) - 4, 4, len(rows))
+    assert_same_as_local(tmp_path / "out", model, rows)
+
+
+@pytest.mark.postgres
+def test_from_postgresql_over_jdbc_the_spark_engine_matches_the_local_engine(
+    session, model, rows, postgres_url: str, tmp_path: Path
+) -> None:
+    assert Path(spark_engine.POSTGRESQL_JDBC_JAR).exists(), "make test installs Debian's libpostgresql-jdbc-java"
+    engine = db.engine_for(postgres_url)
+    db.seed(engine, model.spec, rows)
+    engine.dispose()
+    frame = spark_engine.read_jdbc(session, postgres_url, model.spec, None, None, partitions=2)
+    spark_engine.run(frame, model, str(tmp_path / "out"))
+    assert_same_as_local(tmp_path / "out", model, rows)
+
+
+def test_a_window_reads_only_its_days(session, model, rows, tmp_path: Path) -> None:
+    source = tmp_path / "rows.parquet"
+    rows.to_parquet(source, index=False)
+    frame = spark_engine.read_parquet(session, str(source), model.spec, "2012-06-01", "2012-06-30")
+    days = frame.select("dteday").distinct().toPandas()["dteday"]
+    assert len(days) and days.between("2012-06-01", "2012-06-30").all()
