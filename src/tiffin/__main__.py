@@ -1,5 +1,6 @@
-"""`python -m tiffin`: the command line where the console script is not installed (e.g. in the Bento's image)."""
+"""`python -m tiffin` (or `spark-submit .../tiffin/__main__.py`): the command line where no console script is installed."""
 
 from tiffin.cli import main
 
-main()
+if __name__ == "__main__":
+    main()
