@@ -1,4 +1,4 @@
-"""`python -m tiffin` (or `spark-submit .../tiffin/__main__.py`): the command line where no console script is installed."""
+"""`python -m tiffin`, or `spark-submit .../tiffin/__main__.py`: the command line without a console script."""
 
 from tiffin.cli import main
 
