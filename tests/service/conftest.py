@@ -3,66 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tiffin.server import BentoServer
 
 from ..conftest import ROOT, Project
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    """`bentoml serve` in its own process group; `url` once /readyz says yes."""
-
-    def __init__(self, target: str, cwd: Path, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        command = ["bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_ready(self, timeout: float = 90) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(f"not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def serve(project: Project, tmp: Path, target: str = "service.app:Tiffin", cwd: Path = ROOT, **env: str) -> Server:
+def serve(project: Project, tmp: Path, target: str = "service.app:Tiffin", cwd: Path = ROOT, **env: str) -> BentoServer:
+    """The service from this checkout (a real `bentoml serve`), with the session's model."""
     tag = json.loads((project.path / "models/registration.json").read_text())["tag"]
     environment = {**project.env, "TIFFIN_MODEL": tag, **env}
-    return Server(target, cwd, environment, tmp / f"server-{free_port()}.log").wait_ready()
+    return BentoServer(target, cwd=cwd, env=environment, log=tmp / "server.log").wait_ready()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tiffin.server import BentoServer
+
 from ..conftest import Project
-from .conftest import Server
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def test_the_built_bento_serves_the_same_answers_after_export_and_import(
     project.run("bentoml", "import", str(exported), env=fresh)
     neutral = tmp_path / "elsewhere"
     neutral.mkdir()
-    server = Server("tiffin:latest", neutral, fresh, tmp_path / "bento.log").wait_ready()
+    server = BentoServer("tiffin:latest", cwd=neutral, env=fresh, log=tmp_path / "bento.log").wait_ready()
     try:
         packaged = httpx.post(f"{server.url}/predict", json={"rows": [RECORD]}, timeout=30).json()
     finally:
