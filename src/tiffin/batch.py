@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from tiffin.contract import Contract
-from tiffin.db import _bound_values, _window_bounds, source_table
+from tiffin.db import bound_values, source_table, window_bounds
 from tiffin.inference import Scorer
 from tiffin.spec import DatasetSpec
 
@@ -237,7 +237,7 @@ class BatchJob:
 
     def _selection(self, start: str, end: str) -> sa.Select:
         column = self.source.c[self.spec.source.window_column]
-        lower, upper = _bound_values(column, *_window_bounds(start, end))
+        lower, upper = bound_values(column, *window_bounds(start, end))
         predictions = self.tables.predictions
         already = sa.exists().where(
             *[predictions.c[k] == self.source.c[k] for k in self.spec.key], predictions.c.model == self.tag

@@ -127,7 +127,7 @@ def count_rows(engine: Engine, spec: DatasetSpec) -> int:
         return int(connection.execute(sa.text(f'SELECT COUNT(*) FROM "{spec.source.table}"')).scalar_one())
 
 
-def _window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
+def window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
     """A closed window [start, end]; a date-only end includes that whole day."""
     lower = datetime.fromisoformat(start)
     upper = datetime.fromisoformat(end)
@@ -136,7 +136,7 @@ def _window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
     return lower, upper
 
 
-def _bound_values(column: sa.Column, lower: datetime, upper: datetime) -> tuple[object, object]:
+def bound_values(column: sa.Column, lower: datetime, upper: datetime) -> tuple[object, object]:
     """Bounds typed like the column, so the comparison is done by the database, on any backend."""
     if isinstance(column.type, sa.DateTime):
         return lower, upper
@@ -153,7 +153,7 @@ def read_window(
     """Raw rows whose window column lies in [start, end], ordered by key, in chunks."""
     table = source_table(engine, spec)
     column = table.c[spec.source.window_column]
-    lower, upper = _bound_values(column, *_window_bounds(start, end))
+    lower, upper = bound_values(column, *window_bounds(start, end))
     query = sa.select(table).where(column >= lower, column < upper).order_by(*[table.c[k] for k in spec.key])
     with engine.connect().execution_options(stream_results=True) as connection:
         result = connection.execute(query)

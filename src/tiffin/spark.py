@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from tiffin.db import _window_bounds
+from tiffin.db import window_bounds
 from tiffin.registry import MODEL_FILE, SPEC_FILE, LoadedModel
 from tiffin.spec import DatasetSpec
 
@@ -94,10 +94,10 @@ def _in_window(frame, spec: DatasetSpec, start: str | None, end: str | None):
 
     column = F.col(spec.source.window_column)
     if start:
-        lower, _ = _window_bounds(start, start)
+        lower, _ = window_bounds(start, start)
         frame = frame.where(column >= _as_text(lower))
     if end:
-        _, upper = _window_bounds(end, end)
+        _, upper = window_bounds(end, end)
         frame = frame.where(column < _as_text(upper))
     return frame.select(*dict.fromkeys([*spec.key, *[c for c in spec.input_columns if c in frame.columns]]))
 
