@@ -152,7 +152,9 @@ def _configure_logging() -> None:
               help="local: this process; spark: Apache Spark (pip install 'tiffin[spark]').")  # fmt: skip
 @click.option("--master", default="local[*]", show_default=True, help="Spark master URL (with --engine spark).")
 @click.option("--source", help="Spark: a Parquet dataset of raw rows (default: the --db table over JDBC).")
-@click.option("--output", help="Spark: where to write predictions/ and rejects/ (Parquet).")
+@click.option(
+    "--output", help="Spark: write predictions/ and rejects/ here as Parquet (default: into the --db tables)."
+)
 def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, chunk_rows: int,
           engine: str, master: str, source: str | None, output: str | None) -> None:  # fmt: skip
     """Score a window of the source table into `predictions`, exactly once per (key, model).
@@ -181,8 +183,6 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
 
 def _spark_batch(loaded, db: str, source: str | None, output: str | None, master: str,
                  start: str | None, end: str | None) -> None:  # fmt: skip
-    if not output:
-        raise click.UsageError("--engine spark writes Parquet: give --output DIR")
     try:
         from tiffin import spark
     except ImportError as missing:
@@ -190,7 +190,7 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
     session = spark.session(master)
     frame = (spark.read_parquet(session, source, loaded.spec, start, end) if source
              else spark.read_jdbc(session, db, loaded.spec, start, end))  # fmt: skip
-    result = spark.run(frame, loaded, output)
+    result = spark.run(frame, loaded, output=output, db_url=None if output else db)
     click.echo(result.line())
     sys.exit(3 if result.rows_rejected else 0)
 

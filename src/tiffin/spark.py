@@ -15,8 +15,10 @@ import io
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -71,22 +73,22 @@ def read_parquet(spark, path: str, spec: DatasetSpec, start: str | None, end: st
 
 def read_jdbc(spark, db_url: str, spec: DatasetSpec, start: str | None, end: str | None, partitions: int = 0):
     """The source table over JDBC (PostgreSQL), the window pushed down to the database."""
-    url = sa.engine.make_url(db_url)
-    if url.get_backend_name() != "postgresql":
-        raise NotImplementedError("the Spark engine reads PostgreSQL over JDBC, or Parquet; not " + url.drivername)
-    jdbc = f"jdbc:postgresql://{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
-    reader = (
-        spark.read.format("jdbc")
-        .option("url", jdbc)
-        .option("dbtable", spec.source.table)
-        .option("driver", "org.postgresql.Driver")
-        .option("user", url.username or "")
-        .option("fetchsize", "50000")
-    )
-    if url.password:
-        reader = reader.option("password", url.password)
+    reader = spark.read.format("jdbc").options(**jdbc_options(db_url), dbtable=spec.source.table, fetchsize="50000")
     frame = _in_window(reader.load(), spec, start, end)
     return frame.repartition(partitions) if partitions else frame
+
+
+def jdbc_options(db_url: str) -> dict[str, str]:
+    """Spark's JDBC options for a SQLAlchemy PostgreSQL URL."""
+    url = sa.engine.make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        raise NotImplementedError("the Spark engine reads and writes PostgreSQL over JDBC; not " + url.drivername)
+    options = {
+        "url": f"jdbc:postgresql://{url.host or 'localhost'}:{url.port or 5432}/{url.database}",
+        "driver": "org.postgresql.Driver",
+        "user": url.username or "",
+    }
+    return options | ({"password": url.password} if url.password else {})
 
 
 def _in_window(frame, spec: DatasetSpec, start: str | None, end: str | None):
@@ -151,16 +153,46 @@ def score(frame, model: LoadedModel):
     return frame.mapInPandas(score_partition, output_schema(model.spec))
 
 
-def run(frame, model: LoadedModel, output: str) -> SparkRun:
-    """Score and write `output`/predictions and `output`/rejects (Parquet, replaced on a re-run)."""
+def run(frame, model: LoadedModel, output: str | None = None, db_url: str | None = None) -> SparkRun:
+    """Score, then write `output`/predictions and `output`/rejects (Parquet, replaced on a re-run), or
+    into the database's `predictions` and `prediction_rejects`, exactly once per (key, model)."""
     began = time.perf_counter()
     union = score(frame, model).cache()
     key = model.spec.key
     predictions = union.where("kind = 'prediction'").select(*key, "event_time", "prediction")
     rejects = union.where("kind = 'reject'").select(*key, "field", "value", "rule")
-    predictions.write.mode("overwrite").parquet(f"{output}/predictions")
-    rejects.write.mode("overwrite").parquet(f"{output}/rejects")
+    if db_url:
+        write_tables(predictions, rejects, model, db_url)
+        output = sa.engine.make_url(db_url).render_as_string(hide_password=True)
+    else:
+        predictions.write.mode("overwrite").parquet(f"{output}/predictions")
+        rejects.write.mode("overwrite").parquet(f"{output}/rejects")
     scored, problems = predictions.count(), rejects.count()
     rejected_rows = rejects.select(*key).distinct().count() if problems else 0
     union.unpersist()
     return SparkRun(scored + rejected_rows, scored, rejected_rows, round(time.perf_counter() - began, 2), output)
+
+
+def write_tables(predictions, rejects, model: LoadedModel, db_url: str) -> None:
+    """As the local engine writes: staging tables over JDBC, then insert-or-ignore into the real ones."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from tiffin.batch import batch_tables
+    from tiffin.db import engine_for, source_table
+
+    engine = engine_for(db_url)
+    tables = batch_tables(engine, model.spec, source_table(engine, model.spec))
+    run_id, now = str(uuid.uuid4()), datetime.now(UTC).replace(tzinfo=None)
+    for frame, target, stamp in ((predictions, tables.predictions, "scored_at"),
+                                 (rejects, tables.rejects, "rejected_at")):  # fmt: skip
+        staging = f"staging_spark_{target.name}"
+        frame.write.format("jdbc").options(**jdbc_options(db_url), dbtable=staging).mode("overwrite").save()
+        source = sa.Table(staging, sa.MetaData(), autoload_with=engine)
+        columns = [c.name for c in source.columns]
+        typed = [sa.cast(source.c[c], target.c[c].type) for c in columns]
+        constants = {"model": model.tag, "run_id": run_id, stamp: now}
+        select = sa.select(*typed, *[sa.literal(v, target.c[k].type) for k, v in constants.items()])
+        with engine.begin() as connection:
+            connection.execute(insert(target).from_select([*columns, *constants], select).on_conflict_do_nothing())
+            connection.execute(sa.text(f'DROP TABLE "{staging}"'))
+    engine.dispose()

@@ -9,6 +9,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from tiffin import db
 from tiffin.batch import score_chunk
@@ -54,6 +55,22 @@ def rows(bike_raw: pd.DataFrame) -> pd.DataFrame:
     return sample.astype({"temp": str})  # a raw export with a bad value keeps the column as text
 
 
+@pytest.fixture
+def pg_url(postgres_url: str):
+    """The session's PostgreSQL database, emptied before and after (these tests write tables)."""
+
+    def empty() -> None:
+        engine = sa.create_engine(postgres_url)
+        tables = sa.MetaData()
+        tables.reflect(engine)
+        tables.drop_all(engine)
+        engine.dispose()
+
+    empty()
+    yield postgres_url
+    empty()
+
+
 def local_engine(model: LoadedModel, rows: pd.DataFrame):
     return score_chunk(Scorer(model.pipeline, model.spec), Contract(model.spec), rows)
 
@@ -82,8 +99,9 @@ def test_from_parquet_the_spark_engine_matches_the_local_engine(session, model, 
 
 @pytest.mark.postgres
 def test_from_postgresql_over_jdbc_the_spark_engine_matches_the_local_engine(
-    session, model, rows, postgres_url: str, tmp_path: Path
+    session, model, rows, pg_url: str, tmp_path: Path
 ) -> None:
+    postgres_url = pg_url
     assert Path(spark_engine.POSTGRESQL_JDBC_JAR).exists(), "make test installs Debian's libpostgresql-jdbc-java"
     engine = db.engine_for(postgres_url)
     db.seed(engine, model.spec, rows)
@@ -99,3 +117,25 @@ def test_a_window_reads_only_its_days(session, model, rows, tmp_path: Path) -> N
     frame = spark_engine.read_parquet(session, str(source), model.spec, "2012-06-01", "2012-06-30")
     days = frame.select("dteday").distinct().toPandas()["dteday"]
     assert len(days) and days.between("2012-06-01", "2012-06-30").all()
+
+
+@pytest.mark.postgres
+def test_into_postgresql_the_spark_engine_writes_exactly_once_as_the_local_engine(
+    session, model, rows, pg_url: str
+) -> None:
+    postgres_url = pg_url
+    engine = db.engine_for(postgres_url)
+    db.seed(engine, model.spec, rows)
+    for _ in range(2):  # the second run must add nothing
+        frame = spark_engine.read_jdbc(session, postgres_url, model.spec, None, None, partitions=2)
+        spark_engine.run(frame, model, db_url=postgres_url)
+    with engine.connect() as connection:
+        predictions = pd.read_sql_table("predictions", connection)
+        rejects = pd.read_sql_table("prediction_rejects", connection)
+    engine.dispose()
+    expected = local_engine(model, rows)
+    assert len(predictions) == len(expected.predictions) and set(predictions["model"]) == {model.tag}
+    merged = predictions.merge(expected.predictions, on=model.spec.key, suffixes=("", "_local"))
+    np.testing.assert_allclose(merged["prediction"], merged["prediction_local"], rtol=0, atol=1e-9)
+    assert sorted(rejects["field"]) == sorted(expected.rejects["field"]) and len(rejects) == 4
+    assert predictions["run_id"].nunique() == 1  # the re-run changed no earlier result
