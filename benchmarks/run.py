@@ -22,6 +22,7 @@ import pandas as pd
 
 from tiffin.contract import Contract
 from tiffin.server import BentoServer
+from tiffin.serving import request_json
 from tiffin.spec import load_spec
 from tiffin.stage import load_params
 
@@ -82,10 +83,7 @@ def request_bodies(tmp: Path) -> tuple[Path, Path, pd.DataFrame, object]:
     """One record and 1,000 records from the test period, as clients send them."""
     spec = load_spec(ROOT / load_params(ROOT / "params.yaml")["spec"])
     test = pd.read_parquet(ROOT / "data/split/test.parquet")
-    canonical = test[spec.input_columns].copy()
-    for name in canonical.select_dtypes("datetime").columns:  # dates as the contract documents them
-        canonical[name] = canonical[name].dt.strftime("%Y-%m-%d")
-    records = json.loads(canonical.to_json(orient="records"))
+    records = json.loads(request_json(test[spec.input_columns]))
     single, multi = tmp / "single.json", tmp / "multi.json"
     single.write_text(json.dumps({"rows": records[:1]}))
     multi.write_text(json.dumps({"rows": (records * 2)[:MULTI_ROWS]}))

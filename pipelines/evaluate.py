@@ -4,6 +4,8 @@ Writes DVC metrics (`eval/metrics.json`: test.mae, test.rmse, test.r2, baseline.
 and plot data (`eval/plots/`, see `dvc plots show`). Fails if the model does not beat the baseline.
 """
 
+from pathlib import Path
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -60,9 +62,7 @@ def main() -> None:
 
 def write_plots(test: pd.DataFrame, spec, actual: np.ndarray, predicted: np.ndarray, slices: pd.DataFrame) -> None:
     """Plot data as CSV; dvc.yaml says how to draw it."""
-    import pathlib
-
-    pathlib.Path(PLOTS).mkdir(parents=True, exist_ok=True)
+    Path(PLOTS).mkdir(parents=True, exist_ok=True)
     hour = Contract(spec).event_time(test).dt.hour.to_numpy()
     pd.DataFrame({"actual": actual, "predicted": predicted.round(3), "hour": hour}).to_csv(
         f"{PLOTS}/predictions.csv", index=False

@@ -353,7 +353,7 @@ class BatchJob:
         with self.engine.begin() as connection:
             connection.execute(self.tables.runs.insert().values(
                 run_id=summary.run_id, source=self.source.name, model=self.tag, window_start=summary.window_start,
-                window_end=summary.window_end, started_at=datetime.now(UTC).replace(tzinfo=None), status=RUNNING,
+                window_end=summary.window_end, started_at=utcnow(), status=RUNNING,
                 rows_read=0, rows_scored=0, rows_rejected=0,
             ))  # fmt: skip
 
@@ -361,7 +361,7 @@ class BatchJob:
         runs, marks = self.tables.runs, self.tables.watermarks
         with self.engine.begin() as connection:
             connection.execute(runs.update().where(runs.c.run_id == summary.run_id).values(
-                finished_at=datetime.now(UTC).replace(tzinfo=None), duration_s=summary.duration_s,
+                finished_at=utcnow(), duration_s=summary.duration_s,
                 status=summary.status, error=summary.error, rows_read=summary.rows_read,
                 rows_scored=summary.rows_scored, rows_rejected=summary.rows_rejected,
             ))  # fmt: skip
@@ -370,13 +370,18 @@ class BatchJob:
                 connection.execute(marks.delete().where(marks.c.source == key["source"],
                                                         marks.c.model_name == key["model_name"]))  # fmt: skip
                 connection.execute(marks.insert().values(
-                    **key, window_end=summary.window_end, updated_at=datetime.now(UTC).replace(tzinfo=None)
+                    **key, window_end=summary.window_end, updated_at=utcnow()
                 ))  # fmt: skip
+
+
+def utcnow() -> datetime:
+    """Now in UTC, without a zone: what the DateTime columns store."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _timestamp(engine: Engine) -> object:
     """Now, as the moment columns store it (ISO text on SQLite, like ADBC's own timestamps)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     return now.isoformat(timespec="microseconds") if engine.dialect.name == "sqlite" else now
 
 

@@ -14,8 +14,6 @@ from tiffin import settings
 from tiffin.spec import DatasetSpec, load_spec
 from tiffin.stage import load_params
 
-REGISTRATION = Path("models/registration.json")
-
 
 def _spec(path: str | None) -> tuple[DatasetSpec, str]:
     """The spec given, else the one params.yaml names."""
@@ -229,9 +227,9 @@ def models_list(name: str | None) -> None:
 
 
 def _registered_tag() -> str:
-    if not REGISTRATION.exists():
-        raise click.UsageError("no model registered here yet: run `make repro` (or give a TAG)")
-    return json.loads(REGISTRATION.read_text())["tag"]
+    if tag := settings.registered_tag():
+        return tag
+    raise click.UsageError("no model registered here yet: run `make repro` (or give a TAG)")
 
 
 @models.command("show")

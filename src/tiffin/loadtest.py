@@ -67,11 +67,8 @@ def held_out_records(out: Path, test_split: Path = Path("data/split/test.parquet
     from tiffin import registry, serving
 
     spec = registry.load(serving.model_tag()).spec
-    frame = pd.read_parquet(test_split)[spec.input_columns]
-    for name in frame.select_dtypes("datetime").columns:
-        frame[name] = frame[name].dt.strftime("%Y-%m-%d")
     path = out / "records.json"
-    path.write_text(frame.to_json(orient="records"))
+    path.write_text(serving.request_json(pd.read_parquet(test_split)[spec.input_columns]))
     return path
 
 

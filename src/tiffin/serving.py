@@ -9,21 +9,19 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
+from tiffin import settings
 from tiffin.contract import json_schema
 from tiffin.inference import Scorer
 from tiffin.registry import SPEC_FILE, from_store
 from tiffin.spec import DatasetSpec
 
 __all__ = ["SPEC_FILE", "GuardMiddleware", "Metrics", "ServiceConfig", "load_scorer", "model_tag"]
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REGISTRATION = "models/registration.json"
 
 
 @dataclass(frozen=True)
@@ -54,17 +52,22 @@ class ServiceConfig:
 
 def model_tag() -> str:
     """TIFFIN_MODEL, else the model the pipeline registered (models/registration.json)."""
-    if tag := os.environ.get("TIFFIN_MODEL"):
+    if tag := os.environ.get("TIFFIN_MODEL") or settings.registered_tag():
         return tag
-    for base in (Path.cwd(), PROJECT_ROOT):
-        if (base / REGISTRATION).exists():
-            return json.loads((base / REGISTRATION).read_text())["tag"]
     raise LookupError("no model to serve: run `make repro` (registers one) or set TIFFIN_MODEL=name:version")
 
 
 def load_scorer(stored_model: Any) -> Scorer:
     loaded = from_store(stored_model)
     return Scorer(loaded.pipeline, loaded.spec)
+
+
+def request_json(frame: pd.DataFrame) -> str:
+    """Canonical rows as a client sends them: a JSON array of records, dates as YYYY-MM-DD."""
+    frame = frame.copy()
+    for name in frame.select_dtypes("datetime").columns:
+        frame[name] = frame[name].dt.strftime("%Y-%m-%d")
+    return frame.to_json(orient="records")
 
 
 def example_record(spec: DatasetSpec) -> dict[str, Any]:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 DEFAULT_DB_URL = "sqlite:///data/tiffin.db"
+REGISTRATION = Path("models/registration.json")  # written by the register stage
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = Path(os.environ.get("TIFFIN_PARAMS", "params.yaml"))
 
 
 def db_url(override: str | None = None) -> str:
     """The source database: `--db`, else `TIFFIN_DB_URL`, else the embedded SQLite file."""
     return override or os.environ.get("TIFFIN_DB_URL") or DEFAULT_DB_URL
+
+
+def registered_tag() -> str | None:
+    """The tag the pipeline registered (models/registration.json), here or in the project; None if none."""
+    for base in (Path.cwd(), PROJECT_ROOT):
+        if (base / REGISTRATION).exists():
+            return json.loads((base / REGISTRATION).read_text())["tag"]
+    return None
 
 
 def use_project_model_store() -> Path:

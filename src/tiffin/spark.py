@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -177,12 +176,12 @@ def write_tables(predictions, rejects, model: LoadedModel, db_url: str) -> None:
     """As the local engine writes: staging tables over JDBC, then insert-or-ignore into the real ones."""
     from sqlalchemy.dialects.postgresql import insert
 
-    from tiffin.batch import batch_tables
+    from tiffin.batch import batch_tables, utcnow
     from tiffin.db import engine_for, source_table
 
     engine = engine_for(db_url)
     tables = batch_tables(engine, model.spec, source_table(engine, model.spec))
-    run_id, now = str(uuid.uuid4()), datetime.now(UTC).replace(tzinfo=None)
+    run_id, now = str(uuid.uuid4()), utcnow()
     for frame, target, stamp in ((predictions, tables.predictions, "scored_at"),
                                  (rejects, tables.rejects, "rejected_at")):  # fmt: skip
         staging = f"staging_spark_{target.name}"
