@@ -1,6 +1,8 @@
 # Everything a user or CI runs. Needs only python3 (>= 3.11) and pip: uv is installed if missing.
 SHELL := /bin/bash
 PYTHON ?= python3
+# Resolved now, before .venv/bin joins PATH (the venv's python has neither pip nor uv).
+PYTHON := $(shell command -v $(PYTHON) || echo $(PYTHON))
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
@@ -13,9 +15,11 @@ BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_HOME
 export UV
 PORT ?= 3000
+# System packages for tests (JDBC driver, browser): root installs them directly, a CI runner with sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run setup repro repro-check serve bento bench loadtest release-check container container-gate \
-	release-artifacts metrics-diff test jdbc-driver lint format clean
+	release-artifacts metrics-diff test jdbc-driver browser monitor retrain lint format clean
 
 ## run: set up, seed the embedded database, reproduce the pipeline, then serve the API
 run: repro serve
@@ -38,7 +42,7 @@ repro: setup
 
 ## repro-check: reproduce from scratch; the committed dvc.lock, metrics and model tag must not change
 repro-check: repro
-	git diff --exit-code dvc.lock eval/ models/registration.json
+	git diff --exit-code dvc.lock eval/ models/registration.json models/champion.json
 
 ## metrics-diff: dvc metrics diff against BASE (a git ref) as Markdown -> reports/metrics-diff.md
 BASE ?= HEAD
@@ -47,10 +51,15 @@ metrics-diff: setup
 	dvc metrics diff $(BASE) --md > reports/metrics-diff.md
 	@cat reports/metrics-diff.md
 
+## retrain: retrain if a trigger fires (FORCE=1: the request trigger) -> reports/retrain.md; the gate decides
+retrain: setup
+	@mkdir -p reports
+	tiffin retrain $(if $(FORCE),--force) --report reports/retrain.md
+
 ## serve: the real-time API on http://127.0.0.1:$(PORT) (Ctrl-C stops it)
 serve: setup
 	@tiffin models check
-	@echo "Serving $$(python -c 'import json; print(json.load(open("models/registration.json"))["tag"])') on http://127.0.0.1:$(PORT) (docs: /docs). Try:"
+	@echo "Serving $$(python -c 'from tiffin.settings import serving_tags; print(serving_tags()[0])') on http://127.0.0.1:$(PORT) (docs: /docs). Try:"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' \\"
 	@echo "    -d '{\"rows\": [{\"dteday\": \"2012-06-01\", \"hr\": 8, \"season\": \"summer\", \"holiday\": \"No\", \"weekday\": \"Fri\", \"workingday\": \"Yes\", \"weathersit\": \"Clear\", \"temp\": 21.3, \"atemp\": 25.0, \"hum\": 60.0, \"windspeed\": 12.0}]}'"
 	bentoml serve service.app:Tiffin --port $(PORT)
@@ -62,7 +71,7 @@ bento: repro
 
 ## bench: the API vs a no-op service and the stock pipeline (wrk + Locust); batch on 1 M rows -> reports/bench/
 bench: repro
-	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	@command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	python -m benchmarks.run
 	python -m benchmarks.batch
 
@@ -97,13 +106,24 @@ release-artifacts: setup
 	tiffin models card > reports/release/model-card.md
 
 ## test: install and run the whole test suite (lint, then pytest)
-test: setup lint jdbc-driver
+test: setup lint jdbc-driver browser
 	pytest
 
 # The Spark engine reads PostgreSQL over JDBC; the driver is Debian's package, never downloaded at run time.
 jdbc-driver:
-	@test -f /usr/share/java/postgresql.jar || apt-get install -y -qq libpostgresql-jdbc-java \
-		|| { apt-get update -qq && apt-get install -y -qq libpostgresql-jdbc-java; }
+	@test -f /usr/share/java/postgresql.jar || $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java; }
+
+# The dashboard test opens the page in headless Chromium: Debian's package, never a downloaded browser.
+browser:
+	@test -n "$$TIFFIN_CHROMIUM" || test -x /usr/bin/chromium || $(SUDO) apt-get install -y -qq chromium \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+## monitor: drift and production error of a window of the prediction log -> reports/monitor/ (exit 4: alarm)
+START ?= $(shell date -d yesterday +%F)
+END ?= $(START)
+monitor: setup
+	tiffin monitor --start $(START) --end $(END)
 
 lint: setup
 	ruff check .

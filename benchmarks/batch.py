@@ -47,9 +47,9 @@ def in_memory_rows_per_s(rows: pd.DataFrame) -> dict:
     return {"rows": len(canonical), "seconds": round(seconds, 2), "rows_per_s": round(len(canonical) / seconds)}
 
 
-def run_batch(url: str, end: str | None = None) -> dict:
+def run_batch(url: str, end: str | None = None, *options: str) -> dict:
     """`python -m tiffin batch` as a child process: its summary, wall time and peak memory (sampled)."""
-    command = [sys.executable, "-m", "tiffin", "batch", "--db", url, *(["--end", end] if end else [])]
+    command = [sys.executable, "-m", "tiffin", "batch", "--db", url, *(["--end", end] if end else []), *options]
     began = time.perf_counter()
     child = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     peak = 0
@@ -78,7 +78,7 @@ def run_batch(url: str, end: str | None = None) -> dict:
 def reset_outputs(url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as connection:
-        for table in ("predictions", "prediction_rejects", "batch_runs", "batch_watermarks"):
+        for table in ("predictions", "prediction_rejects", "batch_runs", "batch_watermarks", "prediction_log"):
             connection.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
     engine.dispose()
 
@@ -97,7 +97,10 @@ def measure(url: str, rows: pd.DataFrame) -> dict:
     reset_outputs(url)
     full = run_batch(url)
     again = run_batch(url)  # nothing left to score: the cost of an idempotent re-run
-    return {"seed_seconds": seed_seconds, "window_100k": small, "window_1m": full, "rerun": again}
+    reset_outputs(url)
+    unlogged = run_batch(url, None, "--no-log")  # what writing the prediction log costs
+    return {"seed_seconds": seed_seconds, "window_100k": small, "window_1m": full, "rerun": again,
+            "window_1m_unlogged": unlogged}  # fmt: skip
 
 
 def spark_rows_per_s(rows: pd.DataFrame, master: str = "local[2]") -> dict:
@@ -164,6 +167,10 @@ def table(results: dict) -> str:
             f"{full['rows_per_s'] / memory:.2f} | {full['peak_rss_mib']} MiB | "
             f"{run['window_100k']['peak_rss_mib']} MiB | {run['rerun']['job_seconds']} s |"
         )
+        if "window_1m_unlogged" in run:
+            bare = run["window_1m_unlogged"]
+            lines.append(f"| the same without the prediction log (`--no-log`) | {bare['rows_per_s']:,} | "
+                         f"{bare['rows_per_s'] / memory:.2f} | {bare['peak_rss_mib']} MiB | | |")  # fmt: skip
     if "rows_per_s" in results.get("spark", {}):
         spark = results["spark"]
         lines.append(f"| batch, Spark `{spark['master']}`, Parquet -> Parquet (session already up) | "

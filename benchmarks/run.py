@@ -22,7 +22,7 @@ import pandas as pd
 
 from tiffin.contract import Contract
 from tiffin.server import BentoServer
-from tiffin.serving import request_json
+from tiffin.serving import model_tag, request_json
 from tiffin.spec import load_spec
 from tiffin.stage import load_params
 
@@ -100,8 +100,8 @@ def fit_stock_pipeline(spec: object, tmp: Path) -> Path:
     return path
 
 
-def measure(target: str, env: dict, single: Path, multi: Path, latency: bool) -> dict:
-    with BentoServer(target, cwd=ROOT, env=env, log=OUT / f"{target.split(':')[1]}.log") as server:
+def measure(target: str, env: dict, single: Path, multi: Path, latency: bool, name: str | None = None) -> dict:
+    with BentoServer(target, cwd=ROOT, env=env, log=OUT / f"{name or target.split(':')[1]}.log") as server:
         server.wait_ready()
         print(f"  {target}: ready in {server.ready_after:.1f} s", flush=True)
         wrk(server.url, single, CONNECTIONS, 2)  # warm up both workers
@@ -144,6 +144,33 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def logging_table(results: dict) -> str:
+    """What the prediction log and shadow scoring cost the API, against the same service without them."""
+    base = results["tiffin_unlogged"]
+    lines = ["| Tiffin with | requests/s (wrk, 32 conn.) | vs unlogged | p99 at 300/s, ms (Locust) | rows logged |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for key, label in (("tiffin_unlogged", "no prediction log"), ("tiffin", "log sample 0.1 (default)"),
+                       ("tiffin_shadow", "log sample 1.0 + a challenger in shadow")):  # fmt: skip
+        run = results[key]
+        ratio = run["single"]["requests_per_s"] / base["single"]["requests_per_s"]
+        lines.append(f"| {label} | {run['single']['requests_per_s']:,.0f} | {ratio:.2f} x | "
+                     f"{run['latency_at_constant_rate']['p99_ms']:g} | {run.get('rows_logged', 0):,} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def logged_rows(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT count(*) FROM prediction_log")).scalar_one()
+    except sa.exc.OperationalError:
+        return 0
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -156,8 +183,14 @@ def main() -> None:
         results = {
             "noop": measure("benchmarks.services:NoOp", env, single, multi, latency=False),
             "stock": measure("benchmarks.services:StockPipeline", env, single, multi, latency=False),
-            "tiffin": measure("service.app:Tiffin", env, single, multi, latency=True),
         }
+        # The prediction log (sampled, on a thread) and shadow scoring, each against the unlogged service.
+        shadow = {"TIFFIN_LOG_SAMPLE": "1", "TIFFIN_CHALLENGER": model_tag()}  # the same model: the same cost
+        for name, extra in (("tiffin_unlogged", {"TIFFIN_LOG_SAMPLE": "0"}), ("tiffin", {}), ("tiffin_shadow", shadow)):
+            log_db = f"sqlite:///{tmp / name}.db"
+            results[name] = measure("service.app:Tiffin", env | {"TIFFIN_DB_URL": log_db, **extra}, single, multi,
+                                    latency=True, name=name)  # fmt: skip
+            results[name]["rows_logged"] = logged_rows(log_db)
     single_rate = results["tiffin"]["single"]["requests_per_s"]
     results["ratios"] = {
         "vs_noop": round(single_rate / results["noop"]["single"]["requests_per_s"], 3),
@@ -165,8 +198,8 @@ def main() -> None:
     }
     results["machine"] = {"cpus": os.cpu_count(), "seconds_per_run": SECONDS, "took_s": round(time.monotonic() - began)}
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (OUT / "table.md").write_text(table(results))
-    print(table(results))
+    (OUT / "table.md").write_text(table(results) + "\n" + logging_table(results))
+    print(table(results) + "\n" + logging_table(results))
 
 
 if __name__ == "__main__":

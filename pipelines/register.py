@@ -6,10 +6,14 @@ commit and other run facts go to the store's metadata only, never to a DVC outpu
 
 import subprocess
 
+import joblib
+import pandas as pd
+
 from tiffin import registry
-from tiffin.stage import load_params, read_json, sha256_file, start, write_json
+from tiffin.stage import load_params, read_json, read_parquet, sha256_file, start, write_json
 
 MODEL = "models/model.joblib"
+REFERENCE_ROWS = 20_000
 
 
 def git_commit() -> str:
@@ -19,6 +23,13 @@ def git_commit() -> str:
         return commit.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def reference_sample(rows: int = REFERENCE_ROWS) -> pd.DataFrame:
+    """Training rows (a fixed sample) with the model's predictions: what monitoring compares against."""
+    train = read_parquet("data/split/train.parquet")
+    sample = train.sample(n=min(rows, len(train)), random_state=0).sort_index()
+    return sample.assign(prediction=joblib.load(MODEL).predict(sample))
 
 
 def main() -> None:
@@ -34,8 +45,9 @@ def main() -> None:
         "validation": read_json("eval/validation.json"),
     }
     tag, created = registry.register(
-        MODEL, params["spec"], name=spec.name, metadata=lineage, labels={"dataset": spec.name}
-    )
+        MODEL, params["spec"], name=spec.name, metadata=lineage, labels={"dataset": spec.name},
+        reference=reference_sample(),
+    )  # fmt: skip
     log.info("%s %s in %s", "registered" if created else "already registered:", tag, registry.store_path())
     write_json({"tag": tag, "model_sha256": lineage["model_sha256"]}, "models/registration.json")
 

@@ -29,11 +29,12 @@ from tiffin.settings import use_project_model_store
 use_project_model_store()
 import bentoml  # noqa: E402
 
-from tiffin import serving  # noqa: E402
+from tiffin import dashboard, serving  # noqa: E402
 from tiffin.spec import load_spec  # noqa: E402
 
 CONFIG = serving.ServiceConfig.from_env()
-MODEL = bentoml.models.BentoModel(serving.model_tag())
+CHAMPION, CHALLENGER = serving.model_tags()
+MODEL = bentoml.models.BentoModel(CHAMPION)
 SPEC = load_spec(MODEL.stored.path_of(serving.SPEC_FILE))
 
 Rows = Annotated[list[dict[str, Any]], WithJsonSchema(serving.rows_json_schema(SPEC, CONFIG.max_rows))]
@@ -52,13 +53,21 @@ class Predictions(BaseModel):
 )
 class Tiffin:
     model = MODEL
+    # A challenger runs in shadow: scored on the logged rows, off the request path; never answers.
+    shadow = bentoml.models.BentoModel(CHALLENGER) if CHALLENGER else None
 
     def __init__(self) -> None:
         self.scorer = serving.load_scorer(self.model)
         self.tag = str(self.model.tag)
         self.metrics = serving.Metrics(self.tag)
+        self.log = serving.prediction_logger(CONFIG, self.model, self.shadow)
         self.scorer.score([serving.example_record(SPEC)])  # warm up before /readyz says yes
         self.ready = True
+
+    @bentoml.on_shutdown
+    def flush_log(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
     def __is_ready__(self) -> bool:
         return getattr(self, "ready", False)
@@ -73,7 +82,10 @@ class Tiffin:
             self.metrics.rejected(scored.problems)
             return JSONResponse(serving.problems_body(scored.problems, len(rows)), status_code=400)
         self.metrics.served(scored.predictions)
+        if self.log is not None:
+            self.log.submit(scored.columns, scored.predictions)
         return Predictions(predictions=scored.predictions, model=self.tag)
 
 
 Tiffin.add_asgi_middleware(serving.GuardMiddleware, config=CONFIG)
+dashboard.mount(Tiffin)  # the latest `tiffin monitor` report at /dashboard/, its gauges in /metrics

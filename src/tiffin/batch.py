@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
+from tiffin import predlog
 from tiffin.contract import Contract
 from tiffin.db import bound_values, source_table, window_bounds
 from tiffin.inference import Scorer
@@ -162,6 +163,7 @@ class ScoredChunk:
     predictions: pd.DataFrame  # key columns, event_time, prediction
     rejects: pd.DataFrame  # key columns (as text), field, value, rule
     rejected_rows: int
+    valid: pd.DataFrame  # the scored rows in canonical form (for the prediction log and a shadow model)
 
 
 def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> ScoredChunk:
@@ -175,7 +177,7 @@ def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> Scor
     rejects = result.rejects[[*key, "field", "value", "rule"]].astype(
         {k: str for k in key} | {"field": str, "value": str, "rule": str}
     )
-    return ScoredChunk(scored, rejects.reset_index(drop=True), result.rejected_rows)
+    return ScoredChunk(scored, rejects.reset_index(drop=True), result.rejected_rows, valid)
 
 
 @dataclass
@@ -206,15 +208,20 @@ class RunSummary:
 class BatchJob:
     """One run of batch scoring over a window, with one model."""
 
-    def __init__(self, engine: Engine, scorer: Scorer, tag: str, *, chunk_rows: int = 100_000, prefix: str = ""):
+    def __init__(self, engine: Engine, scorer: Scorer, tag: str, *, chunk_rows: int = 100_000, prefix: str = "",
+                 shadow: tuple[str, Scorer] | None = None, log_predictions: bool = True):  # fmt: skip
+        """`shadow`: a challenger (tag, scorer) that scores the same rows into the same tables.
+        `log_predictions`: also write every prediction, with its inputs, to the prediction log."""
         self.engine = engine
         self.scorer = scorer
         self.spec = scorer.spec
         self.tag = tag
         self.chunk_rows = chunk_rows
+        self.shadow = shadow
         self.contract = Contract(self.spec)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
+        self.log_table = predlog.ensure_table(engine, self.spec, prefix) if log_predictions else None
 
     # -- the window ----------------------------------------------------------------------------
 
@@ -267,11 +274,27 @@ class BatchJob:
 
     # -- one chunk -------------------------------------------------------------------------------
 
-    def score(self, chunk: pd.DataFrame) -> tuple[pa.Table, pa.Table, int]:
+    def score_all(self, chunk: pd.DataFrame, run_id: str, now: object) -> tuple[list[tuple], int, int]:
+        """Everything one chunk writes: (table, rows, constant columns) triples; rows scored, rows rejected."""
         scored = score_chunk(self.scorer, self.contract, chunk)
-        predictions = pa.Table.from_pandas(scored.predictions, preserve_index=False)
-        rejects = pa.Table.from_pandas(scored.rejects, preserve_index=False)
-        return predictions, rejects, scored.rejected_rows
+        same = {"run_id": run_id, "model": self.tag}
+        writes = [
+            (self.tables.predictions, _arrow(scored.predictions), {**same, "scored_at": now}),
+            (self.tables.rejects, _arrow(scored.rejects), {**same, "rejected_at": now}),
+        ]
+        logged = [(self.tag, predlog.CHAMPION, scored.predictions["prediction"].to_numpy())]
+        if self.shadow is not None and len(scored.valid):
+            tag, scorer = self.shadow
+            values = scorer.predict_matrix(scorer.encoder.transform(scored.valid))
+            writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=values)),
+                           {**same, "model": tag, "scored_at": now}))  # fmt: skip
+            logged.append((tag, predlog.CHALLENGER, values))
+        if self.log_table is not None and len(scored.valid):
+            at = _iso(now)
+            frames = [predlog.entries(self.spec, scored.valid, values, model=tag, role=role, source=predlog.BATCH,
+                                      logged_at=at) for tag, role, values in logged]  # fmt: skip
+            writes.append((self.log_table, _arrow(pd.concat(frames, ignore_index=True)), {}))
+        return writes, len(scored.predictions), scored.rejected_rows
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -323,11 +346,10 @@ class BatchJob:
 
     def _scored_chunk(self, bulk: BulkConnection, chunk: pd.DataFrame, summary: RunSummary) -> Callable[[], None]:
         """Score one chunk now; return its write (one transaction) to run next, in order."""
-        predictions, rejects, rejected_rows = self.score(chunk)
         now = _timestamp(self.engine)
-        same = {"model": self.tag, "run_id": summary.run_id}
+        writes, rows_scored, rejected_rows = self.score_all(chunk, summary.run_id, now)
         summary.rows_read += len(chunk)
-        summary.rows_scored += predictions.num_rows
+        summary.rows_scored += rows_scored
         summary.rows_rejected += rejected_rows
         summary.chunks += 1
         runs = self.tables.runs
@@ -337,14 +359,10 @@ class BatchJob:
             )
         )  # fmt: skip
         event = {"event": "chunk", "run_id": summary.run_id, "chunk": summary.chunks, "rows": len(chunk),
-                 "scored": predictions.num_rows, "rejected": rejected_rows}  # fmt: skip
+                 "scored": rows_scored, "rejected": rejected_rows}  # fmt: skip
 
         def write() -> None:
-            bulk.write(
-                [(self.tables.predictions, predictions, {**same, "scored_at": now}),
-                 (self.tables.rejects, rejects, {**same, "rejected_at": now})],
-                [progress],
-            )  # fmt: skip
+            bulk.write(writes, [progress])
             log.info(json.dumps(event))
 
         return write
@@ -372,6 +390,10 @@ class BatchJob:
                 connection.execute(marks.insert().values(
                     **key, window_end=summary.window_end, updated_at=utcnow()
                 ))  # fmt: skip
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def utcnow() -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -144,7 +145,10 @@ def _configure_logging() -> None:
 @click.option("--start", help="Window start on the spec's window column (default: the table's first).")
 @click.option("--end", help="Window end, inclusive; a date means the whole day (default: the table's last).")
 @click.option("--since-last", is_flag=True, help="Start where the last successful run of this model ended.")
-@click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the one the pipeline registered).")
+@click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion, models/champion.json).")
+@click.option("--shadow", "shadow_tag", help="Challenger to score the same rows in shadow (default: the champion "
+              "file's challenger; 'none': no shadow).")  # fmt: skip
+@click.option("--no-log", is_flag=True, help="Do not write the prediction log (inputs of every prediction).")
 @click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per read/score/write transaction.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="local: this process; spark: Apache Spark (pip install 'tiffin[spark]').")  # fmt: skip
@@ -153,8 +157,9 @@ def _configure_logging() -> None:
 @click.option(
     "--output", help="Spark: write predictions/ and rejects/ here as Parquet (default: into the --db tables)."
 )
-def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, chunk_rows: int,
-          engine: str, master: str, source: str | None, output: str | None) -> None:  # fmt: skip
+def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, shadow_tag: str | None,
+          no_log: bool, chunk_rows: int, engine: str, master: str, source: str | None,
+          output: str | None) -> None:  # fmt: skip
     """Score a window of the source table into `predictions`, exactly once per (key, model).
 
     Exit codes: 0 success, 3 partial (some rows rejected, see prediction_rejects), 1 failure.
@@ -165,11 +170,18 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
     from tiffin.inference import Scorer
 
     _configure_logging()
-    loaded = registry.load(tag or serving.model_tag())
+    champion, challenger = serving.model_tags()
+    loaded = registry.load(tag or champion)
     if engine == "spark":
         _spark_batch(loaded, db, source, output, master, start, end)
         return
-    job = BatchJob(database.engine_for(db), Scorer(loaded.pipeline, loaded.spec), loaded.tag, chunk_rows=chunk_rows)
+    shadow_tag = challenger if shadow_tag is None else None if shadow_tag.lower() == "none" else shadow_tag
+    shadow = None
+    if shadow_tag:
+        challenger_model = registry.load(shadow_tag)
+        shadow = (challenger_model.tag, Scorer(challenger_model.pipeline, challenger_model.spec))
+    job = BatchJob(database.engine_for(db), Scorer(loaded.pipeline, loaded.spec), loaded.tag, chunk_rows=chunk_rows,
+                   shadow=shadow, log_predictions=not no_log)  # fmt: skip
     try:
         summary = job.run(start, end, since_last)
     except Exception as error:  # the run is recorded as failed in batch_runs; say why, exit 1
@@ -191,6 +203,126 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
     result = spark.run(frame, loaded, output=output, db_url=None if output else db)
     click.echo(result.line())
     sys.exit(3 if result.rows_rejected else 0)
+
+
+@main.command("monitor")
+@db_option
+@click.option("--start", required=True, help="Window start (event time of the logged predictions).")
+@click.option("--end", required=True, help="Window end, inclusive; a date means the whole day.")
+@click.option("--model", "tag", help="Model tag (default: the one the pipeline registered).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="reports/monitor",
+    show_default=True,
+    help="Writes <out>/<start>_<end>/ (index.html, metrics.json, metrics.prom) and refreshes <out>/latest/.",
+)
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=settings.PARAMS_FILE,
+    show_default=True,
+    help="Thresholds from its `monitor:` section.",
+)
+def monitor(db: str, start: str, end: str, tag: str | None, out: Path, params_path: Path) -> None:
+    """Drift (PSI vs the training reference) and production error of a window of the prediction log.
+
+    Exit codes: 0 no threshold crossed, 4 a threshold crossed (see the dashboard), 1 failure.
+    """
+    from bentoml.exceptions import NotFound
+
+    from tiffin import db as database
+    from tiffin import monitoring, registry
+
+    thresholds = monitoring.Thresholds.from_params(load_params(params_path))
+    try:
+        loaded = registry.load(tag or _champion_tag())
+        result = monitoring.run(database.engine_for(db), loaded, start, end, out, thresholds)
+    except (NotFound, FileNotFoundError) as missing:  # no such model, or one registered without a reference
+        raise click.ClickException(str(missing)) from missing
+    click.echo(monitoring.summary(result))
+    sys.exit(result.exit_code)
+
+
+@main.command("retrain")
+@db_option
+@click.option("--force", is_flag=True, help="The request trigger: retrain whatever the others say.")
+@click.option("--dry-run", is_flag=True, help="Say which triggers fire; change nothing.")
+@click.option("--now", "today", type=click.DateTime(["%Y-%m-%d"]), help="Today (default: the real today).")
+@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=str(settings.PARAMS_FILE), show_default=True)  # fmt: skip
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Markdown report here.")
+def retrain(db: str, force: bool, dry_run: bool, today: datetime | None, params_path: Path,
+            report: Path | None) -> None:  # fmt: skip
+    """Retrain if a trigger fires (new data, schedule, metric drop, request): move the window, `dvc repro`.
+
+    The promotion gate (the bless stage) then decides whether the new model becomes champion.
+    Prints the triggers and the decision as JSON lines. Exit codes: 0 done (or nothing to do), 1 failure.
+    """
+    from datetime import date
+
+    from tiffin import db as database
+    from tiffin import registry, retraining, serving
+
+    params = load_params(params_path)
+    rules = retraining.RetrainRules.from_params(params.get("retrain"))
+    engine = database.engine_for(db)
+    champion = registry.load(serving.model_tag())
+    fired = retraining.check(engine, champion, rules, now=(today.date() if today else date.today()), force=force)
+    lines = [{"trigger": t.name, "fired": t.fired, "detail": t.detail} for t in fired]
+    outcome: dict = {"retrain": any(t.fired for t in fired), "champion": champion.tag}
+    status = 0
+    if outcome["retrain"] and dry_run:
+        outcome["retrain"] = "dry run"
+    elif outcome["retrain"]:
+        try:
+            outcome["params"] = retraining.retrain(engine, champion.spec, params_path, params)
+            decision = json.loads(Path("eval/blessing.json").read_text())
+            outcome |= {k: decision[k] for k in ("candidate", "blessed", "reasons")}
+        except retraining.PipelineStopped as stopped:
+            outcome |= {"blessed": False, "reasons": [f"the pipeline stopped: {stopped}"]}
+            status = 1
+    for line in [*lines, outcome]:
+        click.echo(json.dumps(line))
+    if report:
+        report.write_text(retraining.markdown(lines, outcome))
+    sys.exit(status)
+
+
+@main.command("simulate")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2012-01-01", show_default=True,
+              help="The first replayed day; the first model is trained on the data before it.")  # fmt: skip
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default="2012-12-31", show_default=True)
+@click.option("--step-days", default=14, show_default=True, help="Days that arrive between two checks.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=".simulation",
+              show_default=True, help="The project copy (replaced), with its own database and store.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/simulation",
+              show_default=True)  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change a param in the copy, e.g. --set retrain.max_mae_ratio=1.3 (repeatable).")  # fmt: skip
+def simulate(start: datetime, end: datetime, step_days: int, workdir: Path, out: Path,
+             overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Replay the real hours from --start into a fresh copy of the project: batch scoring, monitoring
+    and the retraining check at every step; writes a report with a chart to --out."""
+    import yaml
+
+    from tiffin import simulation
+
+    if not Path("dvc.yaml").exists():
+        raise click.UsageError("run it from the project root (where dvc.yaml is)")
+    changes = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        changes[name] = yaml.safe_load(value)
+    root, workdir, out = Path.cwd(), workdir.resolve(), out.resolve()
+    _configure_logging()
+    simulation.prepare(root, workdir, start.date(), changes)
+    os.environ["BENTOML_HOME"] = str(workdir / ".bentoml")  # before BentoML is imported: the copy's own store
+    os.environ["TIFFIN_DB_URL"] = f"sqlite:///{workdir / 'data/tiffin.db'}"
+    os.chdir(workdir)
+    steps = simulation.Replay(workdir).run(start.date(), end.date(), step_days)
+    click.echo(f"report: {simulation.report(steps, out)}")
 
 
 @main.command("loadtest")
@@ -218,12 +350,16 @@ def models() -> None:
 @models.command("list")
 @click.option("--name", help="Only this model name.")
 def models_list(name: str | None) -> None:
-    """Registered models, newest first."""
+    """Registered models, newest first, with their role (champion, challenger) and test MAE."""
     from tiffin import registry
+    from tiffin.promotion import ChampionState
 
+    state = ChampionState.load()
     for model in registry.list_models(name):
         metrics = model.info.metadata.get("metrics", {}).get("test", {})
-        click.echo(f"{model.tag}  {model.info.creation_time:%Y-%m-%d %H:%M}  test MAE {metrics.get('mae', '?')}")
+        role = state.role_of(str(model.tag)) or ""
+        click.echo(f"{model.tag}  {model.info.creation_time:%Y-%m-%d %H:%M}  test MAE {metrics.get('mae', '?'):<8} "
+                   f"{role}")  # fmt: skip
 
 
 def _registered_tag() -> str:
@@ -232,20 +368,107 @@ def _registered_tag() -> str:
     raise click.UsageError("no model registered here yet: run `make repro` (or give a TAG)")
 
 
+def _champion_tag() -> str:
+    from tiffin import serving
+
+    try:
+        return serving.model_tag()
+    except LookupError as missing:
+        raise click.UsageError(f"{missing} (or give a TAG)") from missing
+
+
 @models.command("show")
 @click.argument("tag", required=False)
 def models_show(tag: str | None) -> None:
-    """A model's lineage: commit, data snapshot, params and metrics (default: the pipeline's)."""
+    """A model's lineage (commit, data snapshot, params, metrics), role and promotion decision (default: champion)."""
     from bentoml.exceptions import NotFound
 
     from tiffin import registry
+    from tiffin.promotion import ChampionState, format_decision
 
-    tag = tag or _registered_tag()
+    tag = tag or _champion_tag()
     try:
         model = registry.load(tag)
     except NotFound as missing:
         raise click.ClickException(f"{tag} is not in the store {registry.store_path()}") from missing
-    click.echo(json.dumps({"tag": model.tag, **model.metadata}, indent=2, default=str))
+    state = ChampionState.load()
+    events = [event for event in state.history if model.tag in (event["tag"], event["previous"])]
+    click.echo(json.dumps({"tag": model.tag, "role": state.role_of(model.tag), **model.metadata,
+                           "promotion_history": [{k: v for k, v in e.items() if k != "decision"} for e in events]},
+                          indent=2, default=str))  # fmt: skip
+    decision = state.decision_for(model.tag) or _pending_decision(model.tag)
+    if decision and "slices" in decision:
+        click.echo("\n" + format_decision(decision))
+
+
+def _pending_decision(tag: str) -> dict | None:
+    """The gate's latest decision (eval/blessing.json) if it was about this model."""
+    path = Path("eval/blessing.json")
+    decision = json.loads(path.read_text()) if path.exists() else None
+    return decision if decision and decision.get("candidate") == tag else None
+
+
+def _changed(state, what: str) -> None:
+    path = state.save()
+    click.echo(f"{what}; champion {state.champion}, challenger {state.challenger or '(none)'} ({path}). "
+               "Commit it; the API and the batch runner pick it up when they (re)start.")  # fmt: skip
+
+
+@models.command("promote")
+@click.argument("tag")
+@click.option("--reason", default="promoted by hand", show_default=True)
+def models_promote(tag: str, reason: str) -> None:
+    """Make TAG the champion (the current one stays the rollback target)."""
+    from tiffin import registry
+    from tiffin.promotion import ChampionState
+
+    loaded = registry.load(tag)  # it must exist in the store
+    state = ChampionState.load()
+    try:
+        state.promote(loaded.tag, by=_who(), reason=reason)
+    except ValueError as same:
+        raise click.ClickException(str(same)) from same
+    _changed(state, f"promoted {loaded.tag}")
+
+
+@models.command("rollback")
+@click.option("--reason", default="rolled back by hand", show_default=True)
+def models_rollback(reason: str) -> None:
+    """Restore the previous champion; the gate will not promote the rolled-back model again by itself."""
+    from tiffin.promotion import ChampionState
+
+    state = ChampionState.load()
+    current = state.champion
+    try:
+        state.rollback(by=_who(), reason=reason)
+    except LookupError as nothing:
+        raise click.ClickException(str(nothing)) from nothing
+    _changed(state, f"rolled back {current}")
+
+
+@models.command("challenger")
+@click.argument("tag", required=False)
+@click.option("--clear", is_flag=True, help="No challenger (stop shadow scoring).")
+@click.option("--reason", default="set by hand", show_default=True)
+def models_challenger(tag: str | None, clear: bool, reason: str) -> None:
+    """Run TAG in shadow beside the champion (API and batch score it too and log both)."""
+    from tiffin import registry
+    from tiffin.promotion import ChampionState
+
+    if bool(tag) == clear:
+        raise click.UsageError("give a TAG or --clear")
+    state = ChampionState.load()
+    try:
+        state.set_challenger(registry.load(tag).tag if tag else None, by=_who(), reason=reason)
+    except ValueError as same:
+        raise click.ClickException(str(same)) from same
+    _changed(state, f"challenger {tag or 'cleared'}")
+
+
+def _who() -> str:
+    import getpass
+
+    return f"tiffin models ({os.environ.get('GITHUB_ACTOR') or getpass.getuser()})"
 
 
 @models.command("card")
@@ -254,7 +477,7 @@ def models_card(tag: str | None) -> None:
     """A model card in Markdown: what it predicts, from which data, how well, with which lineage."""
     from tiffin import registry
 
-    model = registry.load(tag or _registered_tag())
+    model = registry.load(tag or _champion_tag())
     meta, spec = model.metadata, model.spec
     metrics = meta.get("metrics", {})
 

@@ -129,6 +129,7 @@ def _bits(bitsets: np.ndarray) -> np.ndarray:
 class Scored:
     predictions: list[float]
     problems: list[dict]
+    columns: dict | None = None  # the records in canonical form, column by column (for the prediction log)
 
 
 class Scorer:
@@ -152,4 +153,4 @@ class Scorer:
         columns, problems = self.validator.validate(records)
         if problems:
             return Scored([], problems)
-        return Scored(self.predict_matrix(self.encoder.transform(columns)).tolist(), [])
+        return Scored(self.predict_matrix(self.encoder.transform(columns)).tolist(), [], columns)

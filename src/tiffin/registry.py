@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from tiffin.settings import use_project_model_store
@@ -26,6 +27,7 @@ from bentoml.exceptions import NotFound  # noqa: E402
 
 MODEL_FILE = "model.joblib"
 SPEC_FILE = "spec.yaml"
+REFERENCE_FILE = "reference.parquet"  # training rows and the model's predictions: monitoring's reference
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class LoadedModel:
     spec: DatasetSpec
     metadata: dict[str, Any]
     path: Path  # the model's folder in the store (what a Spark engine ships to its executors)
+
+    def reference(self) -> pd.DataFrame:
+        """A sample of the canonical training rows, with the model's own `prediction` of each."""
+        if not (self.path / REFERENCE_FILE).exists():
+            raise FileNotFoundError(f"{self.tag} was registered without a reference sample: re-register it")
+        return pd.read_parquet(self.path / REFERENCE_FILE)
 
 
 def content_version(model_file: str | Path) -> str:
@@ -49,6 +57,7 @@ def register(
     name: str,
     metadata: dict[str, Any],
     labels: dict[str, str] | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> tuple[str, bool]:
     """Save the pipeline into the store as `name:<content hash>`; (tag, whether it was new)."""
     tag = f"{name}:{content_version(model_file)}"
@@ -59,6 +68,8 @@ def register(
     with bentoml.models.create(tag, labels=labels or {}, metadata=metadata) as model:
         shutil.copyfile(model_file, model.path_of(MODEL_FILE))
         shutil.copyfile(spec_file, model.path_of(SPEC_FILE))
+        if reference is not None:
+            reference.to_parquet(model.path_of(REFERENCE_FILE), index=False)
     return tag, True
 
 

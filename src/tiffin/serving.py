@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from tiffin import settings
 from tiffin.contract import json_schema
+from tiffin.db import engine_for
 from tiffin.inference import Scorer
+from tiffin.predlog import AsyncLogger
 from tiffin.registry import SPEC_FILE, from_store
 from tiffin.spec import DatasetSpec
 
@@ -33,11 +36,13 @@ class ServiceConfig:
     timeout_seconds: int = 10
     api_token: str | None = None
     access_log: bool = False
+    log_sample: float = 0.1  # share of requests written to the prediction log (0: none)
+    log_db_url: str = settings.DEFAULT_DB_URL
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
         """TIFFIN_WORKERS, TIFFIN_MAX_ROWS, TIFFIN_MAX_BODY_BYTES, TIFFIN_MAX_CONCURRENCY,
-        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG."""
+        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG, TIFFIN_LOG_SAMPLE, TIFFIN_DB_URL."""
         env = os.environ.get
         return cls(
             workers=int(env("TIFFIN_WORKERS", cls.workers)),
@@ -47,19 +52,42 @@ class ServiceConfig:
             timeout_seconds=int(env("TIFFIN_TIMEOUT_SECONDS", cls.timeout_seconds)),
             api_token=env("TIFFIN_API_TOKEN") or None,
             access_log=env("TIFFIN_ACCESS_LOG", "false").lower() in ("1", "true", "yes"),
+            log_sample=float(env("TIFFIN_LOG_SAMPLE", cls.log_sample)),
+            log_db_url=settings.db_url(),
         )
 
 
+def model_tags() -> tuple[str, str | None]:
+    """(champion, challenger or None): TIFFIN_MODEL / TIFFIN_CHALLENGER, else models/champion.json."""
+    champion, challenger = settings.serving_tags()
+    if champion is None:
+        raise LookupError("no model to serve: run `make repro` (registers one) or set TIFFIN_MODEL=name:version")
+    return champion, challenger
+
+
 def model_tag() -> str:
-    """TIFFIN_MODEL, else the model the pipeline registered (models/registration.json)."""
-    if tag := os.environ.get("TIFFIN_MODEL") or settings.registered_tag():
-        return tag
-    raise LookupError("no model to serve: run `make repro` (registers one) or set TIFFIN_MODEL=name:version")
+    """The model that answers: TIFFIN_MODEL, else the champion (models/champion.json), else the registered one."""
+    return model_tags()[0]
 
 
 def load_scorer(stored_model: Any) -> Scorer:
     loaded = from_store(stored_model)
     return Scorer(loaded.pipeline, loaded.spec)
+
+
+def prediction_logger(config: ServiceConfig, model: Any, shadow: Any | None) -> AsyncLogger | None:
+    """The API's prediction log (sampled, written by a thread); the shadow model scores the same rows there."""
+    if config.log_sample <= 0:
+        return None
+    loaded = from_store(model)
+    challenger = None
+    if shadow is not None:
+        shadow_scorer = load_scorer(shadow)
+        challenger = (str(shadow.tag), lambda rows: shadow_scorer.predict_matrix(shadow_scorer.encoder.transform(rows)))
+    return AsyncLogger(
+        engine_for(config.log_db_url), loaded.spec, loaded.tag, sample=config.log_sample, shadow=challenger,
+        on_dropped=LOG_DROPPED.inc, on_written=lambda role, rows: LOGGED.labels(role=role).inc(rows),
+    )  # fmt: skip
 
 
 def request_json(frame: pd.DataFrame) -> str:
@@ -117,6 +145,8 @@ _VALUE_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10
 PREDICTIONS = Counter("tiffin_predictions", "Rows predicted", ["model"])
 REJECTED = Counter("tiffin_rejected_rows", "Problems found in rejected rows, by field and rule", ["field", "rule"])
 PREDICTED_VALUE = Histogram("tiffin_prediction_value", "Predicted values", ["model"], buckets=_VALUE_BUCKETS)
+LOGGED = Counter("tiffin_prediction_log_rows", "Rows written to the prediction log, by role", ["role"])
+LOG_DROPPED = Counter("tiffin_prediction_log_dropped", "Sampled rows the prediction log could not keep")
 MODEL_INFO = Gauge("tiffin_model_info", "The model this service answers with", ["model"], multiprocess_mode="max")
 
 
@@ -164,7 +194,7 @@ class GuardMiddleware:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/docs.json":
-            await self.app(scope, receive, _rewriting_json(send, describe_errors))
+            await self.app(scope, receive, rewriting_send(send, _describing_errors))
             return
         if scope["type"] != "http" or scope["path"] in _OPEN_PATHS or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
@@ -253,8 +283,9 @@ def describe_errors(document: dict) -> dict:
     return document
 
 
-def _rewriting_json(send: Any, rewrite: Any) -> Any:
-    """An ASGI `send` that buffers a JSON response, rewrites it, and sends it with a new length."""
+def rewriting_send(send: Any, rewrite: Callable[[bytes, list], bytes]) -> Any:
+    """An ASGI `send` that buffers a 200 response, rewrites its body (given the headers) and sends it
+    with the new length."""
     start: dict = {}
     body = b""
 
@@ -266,13 +297,18 @@ def _rewriting_json(send: Any, rewrite: Any) -> Any:
         body += message.get("body", b"")
         if message.get("more_body"):
             return
+        headers = start.get("headers", [])
         if start.get("status") == 200:
-            body = json.dumps(rewrite(json.loads(body))).encode()
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            body = rewrite(body, headers)
+        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
     return rewritten
+
+
+def _describing_errors(body: bytes, _: list) -> bytes:
+    return json.dumps(describe_errors(json.loads(body))).encode()
 
 
 def _replay(body: bytes) -> Any:
