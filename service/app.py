@@ -60,7 +60,7 @@ class Tiffin:
         self.scorer = serving.load_scorer(self.model)
         self.tag = str(self.model.tag)
         self.metrics = serving.Metrics(self.tag)
-        self.log = serving.prediction_logger(CONFIG, self.model, self.shadow)
+        self.log = serving.prediction_logger(CONFIG, self.scorer.spec, self.tag, self.shadow)
         self.scorer.score([serving.example_record(SPEC)])  # warm up before /readyz says yes
         self.ready = True
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from tiffin import predlog
 from tiffin.contract import Contract
 from tiffin.db import bound_values, source_table, window_bounds
 from tiffin.inference import Scorer
+from tiffin.predlog import utcnow
 from tiffin.spec import DatasetSpec
 
 log = logging.getLogger("tiffin.batch")
@@ -170,7 +171,7 @@ def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> Scor
     """The batch engines' one scoring step: contract, features, model. Local and Spark run this."""
     result = contract.validate(chunk, serving=True)
     valid, key = result.valid, scorer.spec.key
-    predictions = scorer.predict_matrix(scorer.encoder.transform(valid)) if len(valid) else []
+    predictions = scorer.predict(valid) if len(valid) else []
     scored = chunk.loc[valid.index, key].reset_index(drop=True)
     scored["event_time"] = contract.event_time(valid).to_numpy(dtype="datetime64[us]")
     scored["prediction"] = np.asarray(predictions, dtype="float64")
@@ -282,18 +283,17 @@ class BatchJob:
             (self.tables.predictions, _arrow(scored.predictions), {**same, "scored_at": now}),
             (self.tables.rejects, _arrow(scored.rejects), {**same, "rejected_at": now}),
         ]
-        logged = [(self.tag, predlog.CHAMPION, scored.predictions["prediction"].to_numpy())]
+        shadowed = None
         if self.shadow is not None and len(scored.valid):
             tag, scorer = self.shadow
-            values = scorer.predict_matrix(scorer.encoder.transform(scored.valid))
-            writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=values)),
+            shadowed = (tag, scorer.predict(scored.valid))
+            writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=shadowed[1])),
                            {**same, "model": tag, "scored_at": now}))  # fmt: skip
-            logged.append((tag, predlog.CHALLENGER, values))
         if self.log_table is not None and len(scored.valid):
-            at = _iso(now)
-            frames = [predlog.entries(self.spec, scored.valid, values, model=tag, role=role, source=predlog.BATCH,
-                                      logged_at=at) for tag, role, values in logged]  # fmt: skip
-            writes.append((self.log_table, _arrow(pd.concat(frames, ignore_index=True)), {}))
+            logged = predlog.entries(self.spec, scored.valid, scored.predictions["prediction"].to_numpy(),
+                                     model=self.tag, role=predlog.CHAMPION, source=predlog.BATCH, logged_at=_iso(now),
+                                     shadow=shadowed)  # fmt: skip
+            writes.append((self.log_table, _arrow(logged), {}))
         return writes, len(scored.predictions), scored.rejected_rows
 
     # -- the run ---------------------------------------------------------------------------------
@@ -308,7 +308,9 @@ class BatchJob:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         bulk: list[BulkConnection] = []
         try:
-            total = self.count(start, end)
+            # The count is a second pass over the window: only worth it for a progress bar on a terminal
+            # (tqdm's disable=None hides the bar elsewhere: cron, CI, logs).
+            total = self.count(start, end) if sys.stderr.isatty() else None
             # From here until they close, only the bulk connections touch the database (db.engine_for).
             bulk = [BulkConnection(self.engine), BulkConnection(self.engine)]
             with tqdm(total=total, desc="batch", unit="row", disable=None) as progress:
@@ -321,7 +323,7 @@ class BatchJob:
             for connection in bulk:
                 connection.close()
             summary.duration_s = round(time.perf_counter() - began, 3)
-            self._record_end(summary, since_last)
+            self._record_end(summary)
         return summary
 
     def _pipeline(self, reader: BulkConnection, writer: BulkConnection, start: str, end: str,
@@ -375,7 +377,7 @@ class BatchJob:
                 rows_read=0, rows_scored=0, rows_rejected=0,
             ))  # fmt: skip
 
-    def _record_end(self, summary: RunSummary, since_last: bool) -> None:
+    def _record_end(self, summary: RunSummary) -> None:
         runs, marks = self.tables.runs, self.tables.watermarks
         with self.engine.begin() as connection:
             connection.execute(runs.update().where(runs.c.run_id == summary.run_id).values(
@@ -396,11 +398,6 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def utcnow() -> datetime:
-    """Now in UTC, without a zone: what the DateTime columns store."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _timestamp(engine: Engine) -> object:
     """Now, as the moment columns store it (ISO text on SQLite, like ADBC's own timestamps)."""
     now = utcnow()
@@ -413,7 +410,3 @@ def _iso(value: object) -> str:
 
 def _python(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
-
-
-def summary_dict(summary: RunSummary) -> dict:
-    return {k: v for k, v in asdict(summary).items() if k != "chunks"}

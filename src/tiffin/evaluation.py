@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
@@ -31,6 +33,14 @@ def segments(frame: pd.DataFrame, slice_spec: SliceSpec) -> pd.Series:
     return column.astype(object).where(column.notna(), "<missing>").astype(str)
 
 
+def segment_masks(frame: pd.DataFrame, slices: list[SliceSpec]) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(slice title, segment, row mask) for every segment of every slice, segments in sorted order."""
+    for slice_spec in slices:
+        segment_of = segments(frame, slice_spec).to_numpy()
+        for segment in sorted(set(segment_of)):
+            yield slice_spec.title, segment, segment_of == segment
+
+
 def slice_table(
     frame: pd.DataFrame,
     actual: np.ndarray,
@@ -40,19 +50,16 @@ def slice_table(
 ) -> pd.DataFrame:
     """One row per (slice, segment): rows, model MAE/RMSE and the baseline's MAE."""
     records = []
-    for slice_spec in slices:
-        segment_of = segments(frame, slice_spec).to_numpy()
-        for segment in sorted(set(segment_of)):
-            mask = segment_of == segment
-            model = regression_metrics(actual[mask], predicted[mask])
-            records.append(
-                {
-                    "slice": slice_spec.title,
-                    "segment": segment,
-                    "rows": model["rows"],
-                    "mae": model["mae"],
-                    "rmse": model["rmse"],
-                    "baseline_mae": regression_metrics(actual[mask], baseline[mask])["mae"],
-                }
-            )
+    for title, segment, mask in segment_masks(frame, slices):
+        model = regression_metrics(actual[mask], predicted[mask])
+        records.append(
+            {
+                "slice": title,
+                "segment": segment,
+                "rows": model["rows"],
+                "mae": model["mae"],
+                "rmse": model["rmse"],
+                "baseline_mae": regression_metrics(actual[mask], baseline[mask])["mae"],
+            }
+        )
     return pd.DataFrame.from_records(records)

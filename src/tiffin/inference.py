@@ -148,9 +148,13 @@ class Scorer:
             return self.forest.predict(matrix)
         return self.model.predict(matrix)
 
+    def predict(self, columns: object) -> np.ndarray:
+        """Canonical rows (a DataFrame or validated columns) -> predictions."""
+        return self.predict_matrix(self.encoder.transform(columns))
+
     def score(self, records: list[dict]) -> Scored:
         """All-or-nothing: predictions for every record, or the problems of every bad one."""
         columns, problems = self.validator.validate(records)
         if problems:
             return Scored([], problems)
-        return Scored(self.predict_matrix(self.encoder.transform(columns)).tolist(), [], columns)
+        return Scored(self.predict(columns).tolist(), [], columns)

@@ -273,12 +273,6 @@ class MonitorResult:
             return {}
         return dict(zip(self.performance.by_model["model"], self.performance.by_model["mae"], strict=True))
 
-    def mae_of(self, role: str) -> float | None:
-        if self.performance is None:
-            return None
-        rows = self.performance.by_model[self.performance.by_model["role"] == role]
-        return None if rows.empty else float(rows["mae"].iloc[0])
-
     @property
     def dashboard(self) -> Path | None:
         return self.folder / "index.html" if self.folder else None

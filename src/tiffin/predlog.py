@@ -66,8 +66,13 @@ def ensure_table(engine: Engine, spec: DatasetSpec, prefix: str = "") -> sa.Tabl
     return table
 
 
+def utcnow() -> datetime:
+    """Now in UTC, without a zone: what the DateTime columns store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def iso_now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return utcnow().isoformat(timespec="microseconds")
 
 
 def _iso_text(column: pd.Series, unit: str) -> np.ndarray:
@@ -77,12 +82,18 @@ def _iso_text(column: pd.Series, unit: str) -> np.ndarray:
     return text
 
 
-def _json_lines(frame: pd.DataFrame) -> list[str]:
-    """One JSON object per row (pandas' C writer: a batch logs millions of rows); dates as ISO text."""
-    frame = frame.copy()
+def _dates_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with datetime columns as ISO text: dates where every value is midnight, else to the second."""
+    frame = frame.reset_index(drop=True).copy()
     for name in frame.select_dtypes("datetime").columns:
         values = frame[name].dropna()
         frame[name] = _iso_text(frame[name], "D" if (values == values.dt.normalize()).all() else "s")
+    return frame
+
+
+def _json_lines(frame: pd.DataFrame) -> list[str]:
+    """One JSON object per row (pandas' C writer: a batch logs millions of rows); dates as ISO text."""
+    frame = _dates_as_text(frame)
     if frame.empty:
         return []
     return frame.to_json(orient="records", lines=True, double_precision=10).rstrip("\n").split("\n")
@@ -95,12 +106,7 @@ def row_keys(spec: DatasetSpec, canonical: pd.DataFrame) -> list[str]:
 
 def input_columns(spec: DatasetSpec, canonical: pd.DataFrame) -> pd.DataFrame:
     """The model inputs as the log stores them: canonical values, dates as ISO text."""
-    names = [n for n in spec.input_columns if n in canonical.columns]
-    frame = canonical[names].reset_index(drop=True).copy()
-    for name in frame.select_dtypes("datetime").columns:
-        values = frame[name].dropna()
-        frame[name] = _iso_text(frame[name], "D" if (values == values.dt.normalize()).all() else "s")
-    return frame
+    return _dates_as_text(canonical[[n for n in spec.input_columns if n in canonical.columns]])
 
 
 def entries(
@@ -112,8 +118,10 @@ def entries(
     role: str,
     source: str,
     logged_at: str | None = None,
+    shadow: tuple[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Log rows for predictions of canonical (contract-validated) rows."""
+    """Log rows for predictions of canonical (contract-validated) rows; with `shadow` (tag, predictions),
+    the challenger's rows too (the same rows: only model, role and prediction differ)."""
     event_time = Contract(spec).event_time(canonical)
     own = pd.DataFrame(
         {
@@ -127,7 +135,12 @@ def entries(
         },
         columns=COLUMNS,
     )
-    return pd.concat([own, input_columns(spec, canonical)], axis=1)
+    rows = pd.concat([own, input_columns(spec, canonical)], axis=1)
+    if shadow is None:
+        return rows
+    tag, values = shadow
+    challenger = rows.assign(model=tag, role=CHALLENGER, prediction=np.asarray(values, dtype="float64"))
+    return pd.concat([rows, challenger], ignore_index=True)
 
 
 def write(engine: Engine, spec: DatasetSpec, rows: pd.DataFrame, table: sa.Table | None = None) -> int:
@@ -259,14 +272,8 @@ class AsyncLogger:
     def _write(self, batch: list[tuple[dict, list[float]]]) -> None:
         canonical = self._canonical(batch)
         predictions = np.asarray([p for _, values in batch for p in values], dtype="float64")
-        now = iso_now()
-        frames = [
-            entries(self.spec, canonical, predictions, model=self.model, role=CHAMPION, source=API, logged_at=now)
-        ]
-        if self.shadow is not None:
-            tag, predict = self.shadow
-            frames.append(entries(self.spec, canonical, predict(canonical), model=tag, role=CHALLENGER, source=API,
-                                  logged_at=now))  # fmt: skip
-        write(self.engine, self.spec, pd.concat(frames, ignore_index=True), self.table)
-        for frame in frames:
-            self.on_written(frame["role"].iloc[0], len(frame))
+        shadow = None if self.shadow is None else (self.shadow[0], self.shadow[1](canonical))
+        rows = entries(self.spec, canonical, predictions, model=self.model, role=CHAMPION, source=API, shadow=shadow)
+        write(self.engine, self.spec, rows, self.table)
+        for role, count in rows["role"].value_counts().items():
+            self.on_written(role, int(count))

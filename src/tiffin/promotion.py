@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tiffin import settings
-from tiffin.evaluation import regression_metrics, segments
+from tiffin.evaluation import regression_metrics, segment_masks
 from tiffin.spec import DatasetSpec
 
 PROMOTE, ROLLBACK, CHALLENGER = "promote", "rollback", "challenger"
@@ -139,13 +139,9 @@ def _event(kind: str, tag: str | None, previous: str | None, by: str, reason: st
 def slice_errors(spec: DatasetSpec, holdout: pd.DataFrame, predicted: np.ndarray, metric: str) -> pd.DataFrame:
     """Error per (slice, segment) of one model on the holdout."""
     actual = holdout[spec.target].to_numpy(dtype="float64")
-    rows = []
-    for slice_spec in spec.evaluation.slices:
-        segment_of = segments(holdout, slice_spec).to_numpy()
-        for segment in sorted(set(segment_of)):
-            mask = segment_of == segment
-            rows.append({"slice": slice_spec.title, "segment": segment, "rows": int(mask.sum()),
-                         "error": regression_metrics(actual[mask], predicted[mask])[metric]})  # fmt: skip
+    rows = [{"slice": title, "segment": segment, "rows": int(mask.sum()),
+             "error": regression_metrics(actual[mask], predicted[mask])[metric]}
+            for title, segment, mask in segment_masks(holdout, spec.evaluation.slices)]  # fmt: skip
     return pd.DataFrame.from_records(rows)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tiffin.db import source_table
+from tiffin.db import bound_values, source_table, window_bounds
 from tiffin.spec import DatasetSpec
 
 SPLIT_DATES = ("validation_start", "test_start")
@@ -71,10 +71,10 @@ def latest_day(engine: Engine, spec: DatasetSpec) -> date | None:
 def rows_after(engine: Engine, spec: DatasetSpec, day: date) -> int:
     table = source_table(engine, spec)
     column = table.c[spec.source.window_column]
-    bound = day + timedelta(days=1)
-    value = bound if isinstance(column.type, sa.Date | sa.DateTime) else bound.isoformat()
+    after = (day + timedelta(days=1)).isoformat()
+    lower, _ = bound_values(column, *window_bounds(after, after))  # typed like the column
     with engine.connect() as connection:
-        return connection.execute(sa.select(sa.func.count()).where(column >= value)).scalar_one()
+        return connection.execute(sa.select(sa.func.count()).where(column >= lower)).scalar_one()
 
 
 def triggers(
@@ -200,6 +200,7 @@ def retrain(engine: Engine, spec: DatasetSpec, params_file: Path, params: dict[s
         raise LookupError(f"{spec.source.table} is empty: nothing to train on")
     rules = RetrainRules.from_params(params.get("retrain"))
     changes = moved_window(params, new_end, rules) if new_end > _day(params["ingest"]["end"]) else {}
-    update_params(params_file, changes)
+    if changes:
+        update_params(params_file, changes)
     run_dvc_repro(params_file.parent)
     return changes

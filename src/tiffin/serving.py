@@ -75,17 +75,13 @@ def load_scorer(stored_model: Any) -> Scorer:
     return Scorer(loaded.pipeline, loaded.spec)
 
 
-def prediction_logger(config: ServiceConfig, model: Any, shadow: Any | None) -> AsyncLogger | None:
+def prediction_logger(config: ServiceConfig, spec: DatasetSpec, tag: str, shadow: Any | None) -> AsyncLogger | None:
     """The API's prediction log (sampled, written by a thread); the shadow model scores the same rows there."""
     if config.log_sample <= 0:
         return None
-    loaded = from_store(model)
-    challenger = None
-    if shadow is not None:
-        shadow_scorer = load_scorer(shadow)
-        challenger = (str(shadow.tag), lambda rows: shadow_scorer.predict_matrix(shadow_scorer.encoder.transform(rows)))
+    challenger = None if shadow is None else (str(shadow.tag), load_scorer(shadow).predict)
     return AsyncLogger(
-        engine_for(config.log_db_url), loaded.spec, loaded.tag, sample=config.log_sample, shadow=challenger,
+        engine_for(config.log_db_url), spec, tag, sample=config.log_sample, shadow=challenger,
         on_dropped=LOG_DROPPED.inc, on_written=lambda role, rows: LOGGED.labels(role=role).inc(rows),
     )  # fmt: skip
 

@@ -85,6 +85,7 @@ class Replay:
         self.thresholds = monitoring.Thresholds.from_params(params)
         self.rules = retraining.RetrainRules.from_params(params.get("retrain"))
         self.first: str | None = None
+        self._models: dict[str, tuple] = {}  # tag -> (LoadedModel, Scorer); tags are content hashes: never stale
 
     def run(self, start: date, end: date, step_days: int) -> list[Step]:
         from tiffin import db, retraining
@@ -105,6 +106,16 @@ class Replay:
             day = last + timedelta(days=1)
         return steps
 
+    def model(self, tag: str) -> tuple:
+        """A registered model and its scorer, loaded from the store once."""
+        from tiffin import registry
+        from tiffin.inference import Scorer
+
+        if tag not in self._models:
+            loaded = registry.load(tag)
+            self._models[tag] = (loaded, Scorer(loaded.pipeline, loaded.spec))
+        return self._models[tag]
+
     def champion_tag(self) -> str:
         from tiffin.promotion import ChampionState
 
@@ -112,18 +123,15 @@ class Replay:
 
     def step(self, day: date, last: date) -> Step:
         """The step's hours arrive; score them, monitor them, and check whether to retrain."""
-        from tiffin import db, monitoring, registry, retraining
+        from tiffin import db, monitoring, retraining
         from tiffin.batch import BatchJob
-        from tiffin.inference import Scorer
         from tiffin.stage import load_params
 
         db.seed(self.engine, self.spec, self.raw, until=datetime.combine(last, datetime.max.time()))
-        champion = registry.load(self.champion_tag())
-        shadow = None
-        if champion.tag != self.first:  # the first model keeps scoring: what "never retrained" would give
-            reference = registry.load(self.first)
-            shadow = (reference.tag, Scorer(reference.pipeline, reference.spec))
-        job = BatchJob(self.engine, Scorer(champion.pipeline, champion.spec), champion.tag, shadow=shadow)
+        champion, scorer = self.model(self.champion_tag())
+        # The first model keeps scoring in shadow: what "never retrained" would give.
+        shadow = None if champion.tag == self.first else (self.first, self.model(self.first)[1])
+        job = BatchJob(self.engine, scorer, champion.tag, shadow=shadow)
         scored = job.run(day.isoformat(), last.isoformat())
         result = monitoring.run(self.engine, champion, day.isoformat(), last.isoformat(),
                                 self.workdir / "reports/monitor", self.thresholds)  # fmt: skip
