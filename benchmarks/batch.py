@@ -21,8 +21,10 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 
-from tiffin import db, registry, serving
-from tiffin.contract import Contract
+from tiffin.core.contract import Contract
+from tiffin.storage import database as db
+from tiffin.storage.champion import serving_models
+from tiffin.storage.modelstore import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports/bench"
@@ -38,7 +40,7 @@ def million_rows(seed_file: Path) -> pd.DataFrame:
 
 
 def in_memory_rows_per_s(rows: pd.DataFrame) -> dict:
-    loaded = registry.load(serving.model_tag())
+    loaded = ModelStore().load(serving_models().champion)
     canonical = Contract(loaded.spec).validate(rows, serving=True).valid
     loaded.pipeline.predict(canonical.head(1000))  # warm
     began = time.perf_counter()
@@ -84,7 +86,7 @@ def reset_outputs(url: str) -> None:
 
 
 def seeded(url: str, rows: pd.DataFrame) -> float:
-    spec = registry.load(serving.model_tag()).spec
+    spec = ModelStore().load(serving_models().champion).spec
     began = time.perf_counter()
     db.seed(db.engine_for(url), spec, rows)
     return round(time.perf_counter() - began, 1)
@@ -106,10 +108,10 @@ def measure(url: str, rows: pd.DataFrame) -> dict:
 def spark_rows_per_s(rows: pd.DataFrame, master: str = "local[2]") -> dict:
     """The Spark engine on the same rows from Parquet, in local mode: the overhead a cluster must amortise."""
     try:
-        from tiffin import spark
+        from tiffin.jobs import spark
     except ImportError:
         return {"skipped": "PySpark is not installed (pip install 'tiffin[spark]')"}
-    loaded = registry.load(serving.model_tag())
+    loaded = ModelStore().load(serving_models().champion)
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch) / "rows.parquet"
         rows.to_parquet(source, index=False, row_group_size=100_000)

@@ -20,11 +20,12 @@ from pathlib import Path
 import joblib
 import pandas as pd
 
-from tiffin.contract import Contract
-from tiffin.server import BentoServer
-from tiffin.serving import model_tag, request_json
-from tiffin.spec import load_spec
-from tiffin.stage import load_params
+from tiffin.core.contract import Contract
+from tiffin.core.spec import load_spec
+from tiffin.serving.openapi import request_json
+from tiffin.serving.server import BentoServer
+from tiffin.storage.champion import serving_models
+from tiffin.storage.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports/bench"
@@ -185,7 +186,10 @@ def main() -> None:
             "stock": measure("benchmarks.services:StockPipeline", env, single, multi, latency=False),
         }
         # The prediction log (sampled, on a thread) and shadow scoring, each against the unlogged service.
-        shadow = {"TIFFIN_LOG_SAMPLE": "1", "TIFFIN_CHALLENGER": model_tag()}  # the same model: the same cost
+        shadow = {
+            "TIFFIN_LOG_SAMPLE": "1",
+            "TIFFIN_CHALLENGER": serving_models().champion,
+        }  # the same model: the same cost
         for name, extra in (("tiffin_unlogged", {"TIFFIN_LOG_SAMPLE": "0"}), ("tiffin", {}), ("tiffin_shadow", shadow)):
             log_db = f"sqlite:///{tmp / name}.db"
             results[name] = measure("service.app:Tiffin", env | {"TIFFIN_DB_URL": log_db, **extra}, single, multi,

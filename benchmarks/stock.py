@@ -8,7 +8,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-from tiffin.spec import DatasetSpec
+from tiffin.core.spec import DatasetSpec
 
 
 def date_parts(frame: pd.DataFrame) -> pd.DataFrame:

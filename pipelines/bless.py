@@ -10,19 +10,17 @@ stage, so promotions and rollbacks by hand never make dvc.lock stale. The decisi
 all the same: for a candidate that is already champion the recorded decision is written again.
 """
 
-from bentoml.exceptions import NotFound
-
-from tiffin import registry
-from tiffin.promotion import ChampionState, GateRules, decide, format_decision
-from tiffin.stage import StageError, read_json, read_parquet, start, write_json
-
-HOLDOUT = "data/split/test.parquet"
-DECISION = "eval/blessing.json"
+from tiffin.cli.stage import StageError, start
+from tiffin.lifecycle.promotion import GateRules, decide, format_decision
+from tiffin.storage import paths
+from tiffin.storage.champion import ChampionState
+from tiffin.storage.files import read_json, read_parquet, write_json
+from tiffin.storage.modelstore import ModelStore, NotFound
 
 
 def main() -> None:
     spec, params, log = start("bless")
-    candidate = read_json("models/registration.json")["tag"]
+    candidate = read_json(paths.REGISTRATION)["tag"]
     state = ChampionState.load()
     if candidate == state.champion:
         decision = state.decision_for(candidate) or {
@@ -31,22 +29,22 @@ def main() -> None:
             "blessed": True,
             "reasons": ["already the champion (promoted by hand)"],
         }
-        write_json(decision, DECISION)
+        write_json(decision, paths.BLESSING)
         log.info("%s is already the champion", candidate)
         return
-    holdout = read_parquet(HOLDOUT)
+    holdout, store = read_parquet(paths.TEST), ModelStore()
     rules = GateRules.from_params(params)
     champion = None
     if state.champion:
         try:
-            current = registry.load(state.champion)
+            current = store.load(state.champion)
         except NotFound as missing:
             raise StageError(
                 f"the champion {state.champion} (models/champion.json) is not in the model store "
-                f"{registry.store_path()}: import it (`bentoml models import`) to compare"
+                f"{store.path}: import it (`bentoml models import`) to compare"
             ) from missing
         champion = (current.tag, current.pipeline.predict(holdout))
-    decision = decide(spec, holdout, (candidate, registry.load(candidate).pipeline.predict(holdout)), champion, rules)
+    decision = decide(spec, holdout, (candidate, store.load(candidate).pipeline.predict(holdout)), champion, rules)
     if decision["blessed"] and (rollback := state.rolled_back(candidate)):
         decision |= {
             "blessed": False,
@@ -55,7 +53,7 @@ def main() -> None:
                 "promote it by hand (`tiffin models promote`) if wanted"
             ],
         }
-    write_json(decision, DECISION)
+    write_json(decision, paths.BLESSING)
     log.info("\n%s", format_decision(decision))
     if decision["blessed"]:
         state.promote(candidate, by="bless stage", reason="; ".join(decision["reasons"]), decision=decision)

@@ -4,25 +4,22 @@ Writes DVC metrics (`eval/metrics.json`: test.mae, test.rmse, test.r2, baseline.
 and plot data (`eval/plots/`, see `dvc plots show`). Fails if the model does not beat the baseline.
 """
 
-from pathlib import Path
-
 import joblib
 import numpy as np
 import pandas as pd
 
-from tiffin.contract import Contract
-from tiffin.evaluation import regression_metrics, slice_table
-from tiffin.modeling import GroupMeanBaseline
-from tiffin.stage import StageError, read_parquet, start, write_json
-
-PLOTS = "eval/plots"
+from tiffin.cli.stage import StageError, start
+from tiffin.modeling.evaluation import regression_metrics, slice_table
+from tiffin.modeling.pipeline import GroupMeanBaseline
+from tiffin.storage import paths
+from tiffin.storage.files import read_parquet, write_json
 
 
 def main() -> None:
     spec, params, log = start("evaluate")
-    train = read_parquet("data/split/train.parquet")
-    test = read_parquet("data/split/test.parquet")
-    pipeline = joblib.load("models/model.joblib")
+    train = read_parquet(paths.TRAIN)
+    test = read_parquet(paths.TEST)
+    pipeline = joblib.load(paths.MODEL)
     baseline = GroupMeanBaseline(tuple(spec.evaluation.baseline_group_by)).fit(train, train[spec.target])
 
     actual = test[spec.target].to_numpy(dtype="float64")
@@ -44,7 +41,7 @@ def main() -> None:
                 for title, group in slices.groupby("slice", sort=False)
             },
         },
-        "eval/metrics.json",
+        paths.METRICS,
     )
     write_plots(test, spec, actual, predicted, slices)
     log.info(
@@ -62,15 +59,16 @@ def main() -> None:
 
 def write_plots(test: pd.DataFrame, spec, actual: np.ndarray, predicted: np.ndarray, slices: pd.DataFrame) -> None:
     """Plot data as CSV; dvc.yaml says how to draw it."""
-    Path(PLOTS).mkdir(parents=True, exist_ok=True)
-    hour = Contract(spec).event_time(test).dt.hour.to_numpy()
+    paths.PLOTS.mkdir(parents=True, exist_ok=True)
+    hour = spec.event_time(test).dt.hour.to_numpy()
     pd.DataFrame({"actual": actual, "predicted": predicted.round(3), "hour": hour}).to_csv(
-        f"{PLOTS}/predictions.csv", index=False
+        paths.PLOTS / "predictions.csv", index=False
     )
     by_hour = pd.DataFrame({"hour": hour, "error": np.abs(actual - predicted)}).groupby("hour", as_index=False)
-    by_hour["error"].mean().round(3).rename(columns={"error": "mae"}).to_csv(f"{PLOTS}/error_by_hour.csv", index=False)
+    by_hour = by_hour["error"].mean().round(3).rename(columns={"error": "mae"})
+    by_hour.to_csv(paths.PLOTS / "error_by_hour.csv", index=False)
     slices.assign(segment=slices["slice"] + ": " + slices["segment"])[["segment", "mae", "baseline_mae"]].to_csv(
-        f"{PLOTS}/slices.csv", index=False
+        paths.PLOTS / "slices.csv", index=False
     )
 
 

@@ -7,18 +7,17 @@ snapshot, and `dvc repro --force --single-item ingest` re-takes it on purpose.
 import pandas as pd
 from tqdm import tqdm
 
-from tiffin import db, settings
-from tiffin.stage import StageError, start, write_parquet
-
-SNAPSHOT = "data/snapshot/rows.parquet"
+from tiffin.cli.stage import StageError, start
+from tiffin.storage import database, paths, settings
+from tiffin.storage.files import write_parquet
 
 
 def main() -> None:
     spec, params, log = start("ingest")
-    engine = db.engine_for(settings.db_url())
+    engine = database.engine_for(settings.db_url())
     window = (str(params["start"]), str(params["end"]))
     try:
-        chunks = list(tqdm(db.read_window(engine, spec, *window), desc="ingest", unit="chunk", disable=None))
+        chunks = list(tqdm(database.read_window(engine, spec, *window), desc="ingest", unit="chunk", disable=None))
     except LookupError as missing:
         raise StageError(f"{missing} (source: {engine.url.render_as_string()})") from missing
     if not chunks:
@@ -26,8 +25,8 @@ def main() -> None:
             f"no rows in {spec.source.table} for {window[0]} .. {window[1]}: seed it with `tiffin db seed`"
         )
     snapshot = pd.concat(chunks, ignore_index=True)
-    write_parquet(snapshot, SNAPSHOT)
-    log.info("%d rows of %s for %s .. %s -> %s", len(snapshot), spec.source.table, *window, SNAPSHOT)
+    write_parquet(snapshot, paths.SNAPSHOT)
+    log.info("%d rows of %s for %s .. %s -> %s", len(snapshot), spec.source.table, *window, paths.SNAPSHOT)
 
 
 if __name__ == "__main__":

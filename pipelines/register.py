@@ -9,10 +9,12 @@ import subprocess
 import joblib
 import pandas as pd
 
-from tiffin import registry
-from tiffin.stage import load_params, read_json, read_parquet, sha256_file, start, write_json
+from tiffin.cli.stage import start
+from tiffin.storage import paths
+from tiffin.storage.files import read_json, read_parquet, sha256_file, write_json
+from tiffin.storage.modelstore import ModelStore
+from tiffin.storage.settings import load_params
 
-MODEL = "models/model.joblib"
 REFERENCE_ROWS = 20_000
 
 
@@ -27,29 +29,30 @@ def git_commit() -> str:
 
 def reference_sample(rows: int = REFERENCE_ROWS) -> pd.DataFrame:
     """Training rows (a fixed sample) with the model's predictions: what monitoring compares against."""
-    train = read_parquet("data/split/train.parquet")
+    train = read_parquet(paths.TRAIN)
     sample = train.sample(n=min(rows, len(train)), random_state=0).sort_index()
-    return sample.assign(prediction=joblib.load(MODEL).predict(sample))
+    return sample.assign(prediction=joblib.load(paths.MODEL).predict(sample))
 
 
 def main() -> None:
     spec, _, log = start("register")
     params = load_params()
-    metrics = read_json("eval/metrics.json")
+    metrics = read_json(paths.METRICS)
     lineage = {
         "git_commit": git_commit(),
-        "data_snapshot_sha256": sha256_file("data/snapshot/rows.parquet"),
-        "model_sha256": sha256_file(MODEL),
+        "data_snapshot_sha256": sha256_file(paths.SNAPSHOT),
+        "model_sha256": sha256_file(paths.MODEL),
         "params": params,
         "metrics": {"test": metrics["test"], "baseline": metrics["baseline"]},
-        "validation": read_json("eval/validation.json"),
+        "validation": read_json(paths.VALIDATION_REPORT),
     }
-    tag, created = registry.register(
-        MODEL, params["spec"], name=spec.name, metadata=lineage, labels={"dataset": spec.name},
+    store = ModelStore()
+    tag, created = store.register(
+        paths.MODEL, params["spec"], name=spec.name, metadata=lineage, labels={"dataset": spec.name},
         reference=reference_sample(),
     )  # fmt: skip
-    log.info("%s %s in %s", "registered" if created else "already registered:", tag, registry.store_path())
-    write_json({"tag": tag, "model_sha256": lineage["model_sha256"]}, "models/registration.json")
+    log.info("%s %s in %s", "registered" if created else "already registered:", tag, store.path)
+    write_json({"tag": tag, "model_sha256": lineage["model_sha256"]}, paths.REGISTRATION)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ boundaries as dates (`validation_start`, `test_start`) or as shares of the time 
 
 import pandas as pd
 
-from tiffin.contract import Contract
-from tiffin.stage import StageError, read_parquet, start, write_parquet
+from tiffin.cli.stage import StageError, start
+from tiffin.storage import paths
+from tiffin.storage.files import read_parquet, write_parquet
 
 
 def boundaries(moments: pd.Series, params: dict) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -22,8 +23,8 @@ def boundaries(moments: pd.Series, params: dict) -> tuple[pd.Timestamp, pd.Times
 
 def main() -> None:
     spec, params, log = start("split")
-    clean = read_parquet("data/validated/clean.parquet")
-    moments = Contract(spec).event_time(clean)
+    clean = read_parquet(paths.CLEAN)
+    moments = spec.event_time(clean)
     validation_start, test_start = boundaries(moments, params)
     order = moments.argsort(kind="stable")
     clean, moments = clean.iloc[order].reset_index(drop=True), moments.iloc[order].reset_index(drop=True)
@@ -35,7 +36,7 @@ def main() -> None:
     for name, part in parts.items():
         if part.empty:
             raise StageError(f"the {name} period is empty: check `split` against the ingest window")
-        write_parquet(part, f"data/split/{name}.parquet")
+        write_parquet(part, paths.SPLITS[name])
     log.info(
         "train %d rows (< %s), validation %d, test %d (>= %s)",
         len(parts["train"]),

@@ -4,21 +4,20 @@ Hyper-parameters come from `params.yaml: train` (over the spec's defaults); seed
 """
 
 import time
-from pathlib import Path
 
 import joblib
 
-from tiffin.evaluation import regression_metrics
-from tiffin.modeling import build_pipeline
-from tiffin.stage import read_parquet, start, write_json
-
-MODEL = "models/model.joblib"
+from tiffin.cli.stage import start
+from tiffin.modeling.evaluation import regression_metrics
+from tiffin.modeling.pipeline import build_pipeline
+from tiffin.storage import paths
+from tiffin.storage.files import read_parquet, write_json
 
 
 def main() -> None:
     spec, params, log = start("train")
-    train = read_parquet("data/split/train.parquet")
-    validation = read_parquet("data/split/validation.parquet")
+    train = read_parquet(paths.TRAIN)
+    validation = read_parquet(paths.VALIDATION)
     pipeline = build_pipeline(spec, params)
     estimator = type(pipeline.named_steps["model"]).__name__
     features = pipeline.named_steps["features"].get_feature_names_out()
@@ -26,14 +25,14 @@ def main() -> None:
     began = time.perf_counter()
     pipeline.fit(train, train[spec.target])
     log.info("fitted in %.1f s", time.perf_counter() - began)
-    Path(MODEL).parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipeline, MODEL)
+    paths.MODEL.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, paths.MODEL)
     write_json(
         {
             "train": regression_metrics(train[spec.target].to_numpy(), pipeline.predict(train)),
             "validation": regression_metrics(validation[spec.target].to_numpy(), pipeline.predict(validation)),
         },
-        "eval/train.json",
+        paths.TRAIN_METRICS,
     )
 
 

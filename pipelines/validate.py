@@ -4,21 +4,19 @@ Rejected rows are kept with their row number, key, field, value and rule. The st
 quarantined share exceeds `validate.max_quarantine_share`.
 """
 
-from tiffin.contract import Contract
-from tiffin.stage import StageError, read_parquet, start, write_json, write_parquet
-
-CLEAN = "data/validated/clean.parquet"
-QUARANTINE = "data/validated/quarantine.parquet"
-REPORT = "eval/validation.json"
+from tiffin.cli.stage import StageError, start
+from tiffin.core.contract import Contract
+from tiffin.storage import paths
+from tiffin.storage.files import read_parquet, write_json, write_parquet
 
 
 def main() -> None:
     spec, params, log = start("validate")
-    raw = read_parquet("data/snapshot/rows.parquet")
+    raw = read_parquet(paths.SNAPSHOT)
     result = Contract(spec).validate(raw)
     share = result.rejected_rows / max(len(raw), 1)
-    write_parquet(result.valid, CLEAN)
-    write_parquet(result.rejects, QUARANTINE)
+    write_parquet(result.valid, paths.CLEAN)
+    write_parquet(result.rejects, paths.QUARANTINE)
     problems = result.rejects.groupby(["field", "rule"]).size().sort_values(ascending=False)
     write_json(
         {
@@ -28,14 +26,14 @@ def main() -> None:
             "quarantined_share": round(share, 6),
             "problems": {f"{field}: {rule}": int(n) for (field, rule), n in problems.items()},
         },
-        REPORT,
+        paths.VALIDATION_REPORT,
     )
     log.info(
         "%d rows valid, %d quarantined (%.2f %%) -> %s",
         len(result.valid),
         result.rejected_rows,
         100 * share,
-        QUARANTINE,
+        paths.QUARANTINE,
     )
     limit = float(params["max_quarantine_share"])
     if share > limit:

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from tiffin.spec import DatasetSpec, load_spec
+from tiffin.core.spec import DatasetSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tiffin import db
-from tiffin.batch import PARTIAL, SUCCESS, BatchJob
-from tiffin.contract import Contract
-from tiffin.inference import Scorer
-from tiffin.modeling import build_pipeline
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.jobs.batch import PARTIAL, SUCCESS, BatchJob
+from tiffin.modeling.pipeline import build_pipeline
+from tiffin.serving.scorer import Scorer
+from tiffin.storage import database as db
 
 TAG = "bike_demand:batch-test"
 DAYS = ["2012-03-01", "2012-03-02", "2012-03-03"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.contract import Contract
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
 
 
 @pytest.fixture
@@ -121,4 +121,4 @@ def test_serving_needs_no_target_but_every_input(contract: Contract, rows: pd.Da
 
 def test_event_time_is_date_plus_hour(contract: Contract, rows: pd.DataFrame) -> None:
     valid = contract.validate(rows).valid
-    assert contract.event_time(valid).iloc[0] == pd.Timestamp(rows.loc[0, "dteday"]) + pd.Timedelta(hours=6)
+    assert contract.spec.event_time(valid).iloc[0] == pd.Timestamp(rows.loc[0, "dteday"]) + pd.Timedelta(hours=6)

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.contract import Contract, RecordValidator
+from tiffin.core.contract import Contract, RecordValidator
+from tiffin.core.spec import DatasetSpec
 from tiffin.features import FeatureEncoder
-from tiffin.spec import DatasetSpec
 
 ODD_VALUES = {
     "int": [77, -1, 7.5, 8.0, "8", " 9 ", "6am", "12pm", "noon", "", True, None, 23, 0, {}, [8]],

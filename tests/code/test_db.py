@@ -5,8 +5,9 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from tiffin import db
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.storage import database as db
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ def test_a_cut_off_loads_only_earlier_hours_and_the_rest_arrives_later(
     db_url: str, bike_spec: DatasetSpec, sample: pd.DataFrame
 ) -> None:
     engine = db.engine_for(db_url)
-    result = db.seed(engine, bike_spec, sample, until=datetime(2012, 3, 2, 6))
+    held_back = Contract(bike_spec).held_back(sample, datetime(2012, 3, 2, 6))
+    result = db.seed(engine, bike_spec, sample, held_back=held_back)
     day_1 = (sample["dteday"] == "2012-03-01").sum()
     early_day_2 = (
         (sample["dteday"] == "2012-03-02") & sample["hr"].isin(["12am", *[f"{h}am" for h in range(1, 7)]])

@@ -8,18 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.contract import Contract
-from tiffin.monitoring import (
+from tiffin.core.contract import Contract
+from tiffin.lifecycle.monitoring import (
     PSI_EPSILON,
     Thresholds,
     categorical_psi,
     decile_edges,
     drift_table,
-    evaluate,
+    judge_window,
     numeric_psi,
     psi,
 )
-from tiffin.stage import load_params
+from tiffin.storage.settings import load_params
 
 from ..conftest import ROOT
 
@@ -130,7 +130,7 @@ def _logged(frame: pd.DataFrame, spec, predictions: np.ndarray) -> pd.DataFrame:
         model="m:1",
         role="champion",
         row_key=[f"[{i}]" for i in range(len(frame))],
-        event_time=Contract(spec).event_time(frame),
+        event_time=spec.event_time(frame),
         prediction=predictions,
     )
 
@@ -139,12 +139,12 @@ def test_too_few_rows_are_reported_but_not_judged(bike_spec, canonical) -> None:
     reference = canonical.assign(prediction=canonical["cnt"].astype(float))
     few = canonical.head(50).assign(temp=45.0)
     window = dict(model="m:1", start="2011-01-01", end="2011-12-31", test_mae=10.0)
-    result = evaluate(reference, _logged(few, bike_spec, np.full(50, 900.0)), _no_truth(), bike_spec,
+    result = judge_window(reference, _logged(few, bike_spec, np.full(50, 900.0)), _no_truth(), bike_spec,
                       thresholds=Thresholds(min_rows=100), **window)  # fmt: skip
     assert "temp" in result.drifted_features and result.prediction_psi > 1
     assert result.crossed == [] and result.exit_code == 0
     assert "not judged" in result.checks[0].note
-    judged = evaluate(reference, _logged(few, bike_spec, np.full(50, 900.0)), _no_truth(), bike_spec,
+    judged = judge_window(reference, _logged(few, bike_spec, np.full(50, 900.0)), _no_truth(), bike_spec,
                       thresholds=Thresholds(min_rows=10, max_drifted_features=0), **window)  # fmt: skip
     assert judged.crossed == ["drifted_features", "prediction_psi"] and judged.exit_code == 4
     assert judged.checks[2].note == "no actuals in the window yet"

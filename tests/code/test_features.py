@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.contract import Contract
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
 from tiffin.features import FeatureEncoder
-from tiffin.modeling import GroupMeanBaseline, build_pipeline
-from tiffin.spec import DatasetSpec
+from tiffin.modeling.pipeline import GroupMeanBaseline, build_pipeline
 
 
 @pytest.fixture(scope="module")

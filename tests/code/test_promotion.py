@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.contract import Contract
-from tiffin.promotion import ChampionState, GateRules, decide, format_decision
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.lifecycle.promotion import ChampionState, GateRules, decide, format_decision
 
 RULES = GateRules(margin=0.02, slice_tolerance=0.10, min_slice_rows=50)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from tiffin.retraining import RetrainRules, moved_window, triggers, update_params
+from tiffin.lifecycle.retraining import RetrainRules, moved_window, triggers, update_params
 
 RULES = RetrainRules(min_new_rows=672, max_age_days=90, max_mae_ratio=1.5, min_metric_rows=100)
 

@@ -2,7 +2,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tiffin.spec import DatasetSpec
+from tiffin.core.spec import DatasetSpec
 
 from ..conftest import ROOT
 

@@ -4,8 +4,8 @@ import hashlib
 
 import pandas as pd
 
-from tiffin.contract import Contract
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
 
 from ..conftest import ROOT
 

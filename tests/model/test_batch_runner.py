@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tiffin import db
+from tiffin.storage import database as db
 
 from ..conftest import Project
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.contract import Contract
-from tiffin.inference import SMALL_BATCH_ROWS, CompiledForest, Scorer
-from tiffin.modeling import build_pipeline
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.modeling.pipeline import build_pipeline
+from tiffin.serving.scorer import SMALL_BATCH_ROWS, CompiledForest, Scorer
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tiffin.server import BentoServer
+from tiffin.serving.server import BentoServer
 
 from ..conftest import ROOT, SHARES, SMALL_WINDOW, Project, make_project
 
@@ -155,8 +155,8 @@ def wait_for_rows(url: str, rows: int, timeout: float = 20) -> pd.DataFrame:
 def offline_predictions(project: Project, tag: str, rows: pd.DataFrame) -> list[float]:
     import joblib
 
-    from tiffin.contract import Contract
-    from tiffin.spec import load_spec
+    from tiffin.core.contract import Contract
+    from tiffin.core.spec import load_spec
 
     name, version = tag.split(":")
     folder = project.path / ".bentoml/models" / name / version

@@ -12,11 +12,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import mean_absolute_error
 
-from tiffin import db, monitoring, predlog
-from tiffin.contract import Contract
-from tiffin.modeling import build_pipeline
-from tiffin.registry import REFERENCE_FILE, LoadedModel
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.lifecycle import monitor_report, monitoring
+from tiffin.modeling.pipeline import build_pipeline
+from tiffin.storage import database as db
+from tiffin.storage import predlog
+from tiffin.storage.modelstore import REFERENCE_FILE, LoadedModel
 
 from ..conftest import Project
 
@@ -69,7 +71,7 @@ def test_unchanged_inputs_do_not_drift_and_errors_are_per_model_where_actuals_ar
     db.seed(engine, bike_spec, bike_raw[bike_raw["dteday"] < "2011-04-01"])  # April's actuals have not arrived
     log_predictions(db_url, bike_spec, train, fitted)
 
-    result = monitoring.run(engine, model, START, END, tmp_path / "reports", monitoring.Thresholds())
+    result = monitor_report.run(engine, model, START, END, tmp_path / "reports", monitoring.Thresholds())
 
     assert result.rows_logged == len(train)
     assert result.drifted_features == [] and result.drift["psi"].max() < 0.01
@@ -86,7 +88,7 @@ def test_unchanged_inputs_do_not_drift_and_errors_are_per_model_where_actuals_ar
     slices = result.performance.by_slice
     assert set(slices["slice"]) == {s.title for s in bike_spec.evaluation.slices}
     assert (slices.groupby(["role", "slice"])["rows"].sum() == len(arrived)).all()
-    assert result.metrics["performance"]["head_to_head"]["better"] == "champion"
+    assert monitor_report.metrics_document(result)["performance"]["head_to_head"]["better"] == "champion"
     assert f"challenger {CHALLENGER} MAE" in result.dashboard.read_text()
     assert "the champion is better" in result.dashboard.read_text()
     engine.dispose()
@@ -100,7 +102,7 @@ def test_shifted_inputs_drift_cross_the_thresholds_and_say_no_actuals_yet(
     log_predictions(db_url, bike_spec, shifted, fitted)
 
     engine = db.engine_for(db_url)
-    result = monitoring.run(engine, model, START, END, tmp_path / "reports", monitoring.Thresholds())
+    result = monitor_report.run(engine, model, START, END, tmp_path / "reports", monitoring.Thresholds())
     engine.dispose()
 
     assert result.drifted_features == ["temp", "hum", "weathersit"]
@@ -127,8 +129,8 @@ def test_outputs_go_to_the_window_folder_and_latest(
     db.seed(engine, bike_spec, bike_raw[bike_raw["dteday"] <= END])
     log_predictions(url, bike_spec, fitted[0], fitted)
     out = tmp_path / "reports"
-    first = monitoring.run(engine, model, START, "2011-02-28", out)
-    second = monitoring.run(engine, model, "2011-03-01", END, out)
+    first = monitor_report.run(engine, model, START, "2011-02-28", out)
+    second = monitor_report.run(engine, model, "2011-03-01", END, out)
 
     assert first.folder == out / "2011-01-01_2011-02-28" and second.folder == out / "2011-03-01_2011-04-30"
     assert sorted(p.name for p in out.iterdir()) == ["2011-01-01_2011-02-28", "2011-03-01_2011-04-30", "latest"]
@@ -144,7 +146,7 @@ def test_outputs_go_to_the_window_folder_and_latest(
     page = (out / "latest/index.html").read_text()
     assert page.count('<img class="chart"') == 5 and 'data-charts-total="5"' in page
     assert "http://" not in page and "https://" not in page  # self-contained: no CDN, nothing fetched
-    hours = monitoring.run(engine, model, "2011-03-01T08:00", "2011-03-01T12:00", out)
+    hours = monitor_report.run(engine, model, "2011-03-01T08:00", "2011-03-01T12:00", out)
     assert hours.folder.name == "2011-03-01T0800_2011-03-01T1200"
     assert 0 < hours.rows_logged == hours.overall["rows"] < 24  # actuals found for every logged hour of the day
     engine.dispose()

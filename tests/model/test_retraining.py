@@ -9,10 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tiffin import db, predlog, retraining
-from tiffin.contract import Contract
-from tiffin.registry import LoadedModel
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.lifecycle import retraining
+from tiffin.storage import database as db
+from tiffin.storage import predlog
+from tiffin.storage.modelstore import LoadedModel
 
 from ..conftest import Project, make_project
 

@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tiffin import db
-from tiffin.batch import score_chunk
-from tiffin.contract import Contract
-from tiffin.inference import Scorer
-from tiffin.modeling import build_pipeline
-from tiffin.registry import LoadedModel
-from tiffin.spec import DatasetSpec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.jobs.batch import score_chunk
+from tiffin.modeling.pipeline import build_pipeline
+from tiffin.serving.scorer import Scorer
+from tiffin.storage import database as db
+from tiffin.storage.modelstore import LoadedModel
 
 from ..conftest import ROOT
 
-spark_engine = pytest.importorskip("tiffin.spark", reason="the Spark engine is the optional extra tiffin[spark]")
+spark_engine = pytest.importorskip("tiffin.jobs.spark", reason="the Spark engine is the optional extra tiffin[spark]")
 pytestmark = pytest.mark.slow
 
 

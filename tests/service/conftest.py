@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tiffin.server import BentoServer
+from tiffin.serving.server import BentoServer
 
 from ..conftest import ROOT, Project
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.contract import Contract
+from tiffin.core.contract import Contract
 
 from ..conftest import Project
 

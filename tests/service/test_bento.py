@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tiffin.server import BentoServer
+from tiffin.serving.server import BentoServer
 
 from ..conftest import Project
 

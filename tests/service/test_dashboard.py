@@ -24,10 +24,13 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from tiffin import dashboard, db, monitoring, predlog
-from tiffin.contract import Contract
-from tiffin.registry import LoadedModel
-from tiffin.spec import load_spec
+from tiffin.core.contract import Contract
+from tiffin.core.spec import load_spec
+from tiffin.lifecycle import monitor_report
+from tiffin.serving import dashboard
+from tiffin.storage import database as db
+from tiffin.storage import predlog
+from tiffin.storage.modelstore import LoadedModel
 
 from ..conftest import IN_CI, Project
 from .conftest import serve
@@ -49,7 +52,7 @@ def reports(reproduced_project: Project, tmp_path_factory: pytest.TempPathFactor
     rows = Contract(spec).validate(window).valid
     predictions = model.pipeline.predict(rows)
     predlog.write(engine, spec, predlog.entries(spec, rows, predictions, model=tag, role="champion", source="batch"))
-    monitoring.run(engine, model, "2011-05-01", "2011-05-14", work / "reports")
+    monitor_report.run(engine, model, "2011-05-01", "2011-05-14", work / "reports")
     engine.dispose()
     return work / "reports"
 

@@ -1,0 +1,480 @@
+"""`tiffin`: the project's command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from tiffin.core.spec import DatasetSpec, load_spec
+from tiffin.storage import paths, settings
+from tiffin.storage.settings import load_params
+
+
+def _spec(path: str | None) -> tuple[DatasetSpec, str]:
+    """The spec given, else the one params.yaml names."""
+    path = path or load_params()["spec"]
+    return load_spec(path), path
+
+
+spec_option = click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Dataset spec (default: the one params.yaml names).",
+)
+db_option = click.option(
+    "--db",
+    "db",
+    envvar="TIFFIN_DB_URL",
+    default=settings.DEFAULT_DB_URL,
+    show_default=True,
+    help="SQLAlchemy URL of the source database [env TIFFIN_DB_URL].",
+)
+
+
+@click.group()
+@click.version_option(package_name="tiffin")
+def main() -> None:
+    """Tiffin: versioned data to a released, load-tested model service."""
+
+
+@main.group()
+def db() -> None:
+    """The source database."""
+
+
+@db.command("seed")
+@spec_option
+@db_option
+@click.option(
+    "--file",
+    "seed_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Raw rows to load (CSV, .csv.gz or Parquet; default: the spec's source.seed_file).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]),
+    help="Load only rows whose time is at or before this moment (to replay later hours).",
+)
+@click.option("--if-empty", is_flag=True, help="Do nothing if the table already has rows.")
+def db_seed(spec_path: str | None, db: str, seed_file: str | None, until: datetime | None, if_empty: bool) -> None:
+    """Load raw rows, as they are, into the source table. Idempotent: existing keys are skipped."""
+    from tiffin.core.contract import Contract
+    from tiffin.storage import database
+
+    spec, _ = _spec(spec_path)
+    engine = database.engine_for(db)
+    if if_empty and database.count_rows(engine, spec):
+        click.echo(f"{spec.source.table}: {database.count_rows(engine, spec)} rows already, nothing to do")
+        return
+    seed_file = seed_file or spec.source.seed_file
+    if not seed_file:
+        raise click.UsageError("the spec has no source.seed_file: pass --file")
+    raw = database.read_seed_file(seed_file)
+    held_back = Contract(spec).held_back(raw, until) if until else None
+    result = database.seed(engine, spec, raw, held_back=held_back)
+    held = f", {result.held_back} after the cut-off held back" if until else ""
+    click.echo(
+        f"{spec.source.table}: {result.inserted} rows added, {result.offered - result.inserted} already there{held}"
+    )
+
+
+@db.command("status")
+@spec_option
+@db_option
+def db_status(spec_path: str | None, db: str) -> None:
+    """Rows in the source table and the span of its window column."""
+    from tiffin.storage import database
+
+    spec, _ = _spec(spec_path)
+    engine = database.engine_for(db)
+    rows = database.count_rows(engine, spec)
+    span = ""
+    if rows:
+        low, high = database.window_span(engine, spec)
+        span = f", {spec.source.window_column} from {low} to {high}"
+    click.echo(f"{engine.url.render_as_string()} {spec.source.table}: {rows} rows{span}")
+
+
+@main.command("validate")
+@spec_option
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--serving", is_flag=True, help="Check only the model inputs, as the API does.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), help="Write the problems to a CSV.")
+def validate(spec_path: str | None, path: str, serving: bool, rejects_path: str | None) -> None:
+    """Check a CSV or Parquet file against the contract; exit 1 if any row breaks it."""
+    from tiffin.core.contract import Contract
+    from tiffin.storage import database
+
+    spec, _ = _spec(spec_path)
+    result = Contract(spec).validate(database.read_seed_file(path), serving=serving)
+    click.echo(f"{len(result.valid)} valid rows, {result.rejected_rows} rejected")
+    if result.rejected_rows:
+        click.echo(result.rejects.head(50).to_string(index=False))
+        if rejects_path:
+            result.rejects.to_csv(rejects_path, index=False)
+        sys.exit(1)
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        body = json.loads(message) if message.startswith("{") else {"message": message}
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname, "logger": record.name, **body})
+
+
+def _configure_logging() -> None:
+    """Plain lines on a terminal; JSON lines for log collectors (cron, Kubernetes) otherwise."""
+    handler = logging.StreamHandler()
+    if not sys.stderr.isatty():
+        handler.setFormatter(_JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+@main.command("batch")
+@db_option
+@click.option("--start", help="Window start on the spec's window column (default: the table's first).")
+@click.option("--end", help="Window end, inclusive; a date means the whole day (default: the table's last).")
+@click.option("--since-last", is_flag=True, help="Start where the last successful run of this model ended.")
+@click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion, models/champion.json).")
+@click.option("--shadow", "shadow_tag", help="Challenger to score the same rows in shadow (default: the champion "
+              "file's challenger; 'none': no shadow).")  # fmt: skip
+@click.option("--no-log", is_flag=True, help="Do not write the prediction log (inputs of every prediction).")
+@click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per read/score/write transaction.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="local: this process; spark: Apache Spark (pip install 'tiffin[spark]').")  # fmt: skip
+@click.option("--master", default="local[*]", show_default=True, help="Spark master URL (with --engine spark).")
+@click.option("--source", help="Spark: a Parquet dataset of raw rows (default: the --db table over JDBC).")
+@click.option(
+    "--output", help="Spark: write predictions/ and rejects/ here as Parquet (default: into the --db tables)."
+)
+def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, shadow_tag: str | None,
+          no_log: bool, chunk_rows: int, engine: str, master: str, source: str | None,
+          output: str | None) -> None:  # fmt: skip
+    """Score a window of the source table into `predictions`, exactly once per (key, model).
+
+    Exit codes: 0 success, 3 partial (some rows rejected, see prediction_rejects), 1 failure.
+    """
+    from tiffin.jobs.batch import BatchJob
+    from tiffin.serving.scorer import Scorer
+    from tiffin.storage import database
+    from tiffin.storage.champion import model_option, serving_models
+    from tiffin.storage.modelstore import ModelStore
+
+    _configure_logging()
+    store, models = ModelStore(), serving_models()
+    loaded = store.load(tag or models.champion)
+    if engine == "spark":
+        _spark_batch(loaded, db, source, output, master, start, end)
+        return
+    shadow_tag = models.challenger if shadow_tag is None else model_option(shadow_tag)
+    shadow = None
+    if shadow_tag:
+        challenger = store.load(shadow_tag)
+        shadow = (challenger.tag, Scorer.from_model(challenger))
+    job = BatchJob(database.engine_for(db), Scorer.from_model(loaded), loaded.tag, chunk_rows=chunk_rows,
+                   shadow=shadow, log_predictions=not no_log)  # fmt: skip
+    try:
+        summary = job.run(start, end, since_last)
+    except Exception as error:  # the run is recorded as failed in batch_runs; say why, exit 1
+        click.echo(f"batch failed: {type(error).__name__}: {error}", err=True)
+        sys.exit(1)
+    click.echo(summary.line())
+    sys.exit(summary.exit_code)
+
+
+def _spark_batch(loaded, db: str, source: str | None, output: str | None, master: str,
+                 start: str | None, end: str | None) -> None:  # fmt: skip
+    try:
+        from tiffin.jobs import spark
+    except ImportError as missing:
+        raise click.ClickException("the Spark engine needs PySpark: pip install 'tiffin[spark]'") from missing
+    session = spark.session(master)
+    frame = (spark.read_parquet(session, source, loaded.spec, start, end) if source
+             else spark.read_jdbc(session, db, loaded.spec, start, end))  # fmt: skip
+    result = spark.run(frame, loaded, output=output, db_url=None if output else db)
+    click.echo(result.line())
+    sys.exit(3 if result.rows_rejected else 0)
+
+
+@main.command("monitor")
+@db_option
+@click.option("--start", required=True, help="Window start (event time of the logged predictions).")
+@click.option("--end", required=True, help="Window end, inclusive; a date means the whole day.")
+@click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=str(paths.MONITOR_REPORTS),
+    show_default=True,
+    help="Writes <out>/<start>_<end>/ (index.html, metrics.json, metrics.prom) and refreshes <out>/latest/.",
+)
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=str(paths.PARAMS),
+    show_default=True,
+    envvar="TIFFIN_PARAMS",
+    help="Thresholds from its `monitor:` section [env TIFFIN_PARAMS].",
+)
+def monitor(db: str, start: str, end: str, tag: str | None, out: Path, params_path: Path) -> None:
+    """Drift (PSI vs the training reference) and production error of a window of the prediction log.
+
+    Exit codes: 0 no threshold crossed, 4 a threshold crossed (see the dashboard), 1 failure.
+    """
+    from tiffin.lifecycle import monitor_report, monitoring
+    from tiffin.storage import database
+    from tiffin.storage.modelstore import ModelStore, NotFound
+
+    thresholds = monitoring.Thresholds.from_params(load_params(params_path))
+    try:
+        loaded = ModelStore().load(tag or _champion_tag())
+        result = monitor_report.run(database.engine_for(db), loaded, start, end, out, thresholds)
+    except (NotFound, FileNotFoundError) as missing:  # no such model, or one registered without a reference
+        raise click.ClickException(str(missing)) from missing
+    click.echo(monitor_report.summary(result))
+    sys.exit(result.exit_code)
+
+
+@main.command("retrain")
+@db_option
+@click.option("--force", is_flag=True, help="The request trigger: retrain whatever the others say.")
+@click.option("--dry-run", is_flag=True, help="Say which triggers fire; change nothing.")
+@click.option("--now", "today", type=click.DateTime(["%Y-%m-%d"]), help="Today (default: the real today).")
+@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=str(paths.PARAMS), show_default=True, envvar="TIFFIN_PARAMS")  # fmt: skip
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Markdown report here.")
+def retrain(db: str, force: bool, dry_run: bool, today: datetime | None, params_path: Path,
+            report: Path | None) -> None:  # fmt: skip
+    """Retrain if a trigger fires (new data, schedule, metric drop, request): move the window, `dvc repro`.
+
+    The promotion gate (the bless stage) then decides whether the new model becomes champion.
+    Prints the triggers and the decision as JSON lines. Exit codes: 0 done (or nothing to do), 1 failure.
+    """
+    from datetime import date
+
+    from tiffin.lifecycle import retraining
+    from tiffin.lifecycle.promotion import latest_decision
+    from tiffin.storage import database
+    from tiffin.storage.modelstore import ModelStore
+
+    params = load_params(params_path)
+    rules = retraining.RetrainRules.from_params(params.get("retrain"))
+    engine = database.engine_for(db)
+    champion = ModelStore().load(_champion_tag())
+    fired = retraining.check(engine, champion, rules, now=(today.date() if today else date.today()), force=force)
+    lines = [{"trigger": t.name, "fired": t.fired, "detail": t.detail} for t in fired]
+    outcome: dict = {"retrain": any(t.fired for t in fired), "champion": champion.tag}
+    status = 0
+    if outcome["retrain"] and dry_run:
+        outcome["retrain"] = "dry run"
+    elif outcome["retrain"]:
+        try:
+            outcome["params"] = retraining.retrain(engine, champion.spec, params_path, params)
+            decision = latest_decision(params_path.parent) or {}
+            outcome |= {k: decision.get(k) for k in ("candidate", "blessed", "reasons")}
+        except retraining.PipelineStopped as stopped:
+            outcome |= {"blessed": False, "reasons": [f"the pipeline stopped: {stopped}"]}
+            status = 1
+    for line in [*lines, outcome]:
+        click.echo(json.dumps(line))
+    if report:
+        report.write_text(retraining.markdown(lines, outcome))
+    sys.exit(status)
+
+
+@main.command("simulate")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2012-01-01", show_default=True,
+              help="The first replayed day; the first model is trained on the data before it.")  # fmt: skip
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default="2012-12-31", show_default=True)
+@click.option("--step-days", default=14, show_default=True, help="Days that arrive between two checks.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=".simulation",
+              show_default=True, help="The project copy (replaced), with its own database and store.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/simulation",
+              show_default=True)  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change a param in the copy, e.g. --set retrain.max_mae_ratio=1.3 (repeatable).")  # fmt: skip
+def simulate(start: datetime, end: datetime, step_days: int, workdir: Path, out: Path,
+             overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Replay the real hours from --start into a fresh copy of the project: batch scoring, monitoring
+    and the retraining check at every step; writes a report with a chart to --out."""
+    import yaml
+
+    from tiffin.lifecycle import simulation
+
+    if not Path("dvc.yaml").exists():
+        raise click.UsageError("run it from the project root (where dvc.yaml is)")
+    changes = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        changes[name] = yaml.safe_load(value)
+    _configure_logging()
+    page = simulation.simulate(
+        Path.cwd(), workdir.resolve(), out.resolve(), start.date(), end.date(), step_days, changes
+    )
+    click.echo(f"report: {page}")
+
+
+@main.command("loadtest")
+@click.option("--bento", default="tiffin:latest", show_default=True, help="The built Bento to start and test.")
+@click.option("--host", help="Test a service already running here instead (e.g. http://127.0.0.1:3000).")
+@click.option("--slo", type=click.Path(exists=True, dir_okay=False, path_type=Path), default="loadtests/slo.yaml",
+              show_default=True, help="The objectives.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/loadtest", show_default=True)
+@click.option("--run-seconds", type=float, help="Override the SLO file's run time.")
+def loadtest(bento: str, host: str | None, slo: Path, out: Path, run_seconds: float | None) -> None:
+    """The release gate: serve the built Bento, load it with Locust, check the objectives.
+
+    Exit codes: 0 all objectives met, 1 an objective missed, 2 the server failed to start or answer.
+    """
+    from tiffin.jobs.loadtest import gate
+
+    sys.exit(gate(bento=None if host else bento, host=host, slo=slo, out=out, run_seconds=run_seconds))
+
+
+@main.group()
+def models() -> None:
+    """Registered models in the BentoML model store."""
+
+
+def _champion_tag() -> str:
+    from tiffin.storage.champion import serving_models
+
+    try:
+        return serving_models().champion
+    except LookupError as missing:
+        raise click.UsageError(f"{missing} (or give a TAG)") from missing
+
+
+def _load(tag: str):
+    """The model from the store, or a clear error naming the store."""
+    from tiffin.storage.modelstore import ModelStore, NotFound
+
+    store = ModelStore()
+    try:
+        return store.load(tag)
+    except NotFound as missing:
+        raise click.ClickException(f"{tag} is not in the store {store.path}") from missing
+
+
+@models.command("list")
+@click.option("--name", help="Only this model name.")
+def models_list(name: str | None) -> None:
+    """Registered models, newest first, with their role (champion, challenger) and test MAE."""
+    from tiffin.storage.champion import ChampionState
+    from tiffin.storage.modelstore import ModelStore
+
+    state = ChampionState.load()
+    for model in ModelStore().list(name):
+        metrics = model.info.metadata.get("metrics", {}).get("test", {})
+        role = state.role_of(str(model.tag)) or ""
+        click.echo(f"{model.tag}  {model.info.creation_time:%Y-%m-%d %H:%M}  test MAE {metrics.get('mae', '?'):<8} "
+                   f"{role}")  # fmt: skip
+
+
+@models.command("show")
+@click.argument("tag", required=False)
+def models_show(tag: str | None) -> None:
+    """A model's lineage (commit, data snapshot, params, metrics), role and promotion decision (default: champion)."""
+    from tiffin.lifecycle.promotion import decision_about, format_decision
+    from tiffin.storage.champion import ChampionState
+
+    model = _load(tag or _champion_tag())
+    state = ChampionState.load()
+    events = [event for event in state.history if model.tag in (event["tag"], event["previous"])]
+    click.echo(json.dumps({"tag": model.tag, "role": state.role_of(model.tag), **model.metadata,
+                           "promotion_history": [{k: v for k, v in e.items() if k != "decision"} for e in events]},
+                          indent=2, default=str))  # fmt: skip
+    decision = decision_about(model.tag, state)
+    if decision and "slices" in decision:
+        click.echo("\n" + format_decision(decision))
+
+
+def _changed(state, what: str) -> None:
+    path = state.save()
+    click.echo(f"{what}; champion {state.champion}, challenger {state.challenger or '(none)'} ({path}). "
+               "Commit it; the API and the batch runner pick it up when they (re)start.")  # fmt: skip
+
+
+@models.command("promote")
+@click.argument("tag")
+@click.option("--reason", default="promoted by hand", show_default=True)
+def models_promote(tag: str, reason: str) -> None:
+    """Make TAG the champion (the current one stays the rollback target)."""
+    from tiffin.lifecycle.promotion import actor
+    from tiffin.storage.champion import ChampionState
+
+    loaded = _load(tag)  # it must exist in the store
+    state = ChampionState.load()
+    try:
+        state.promote(loaded.tag, by=actor("tiffin models"), reason=reason)
+    except ValueError as same:
+        raise click.ClickException(str(same)) from same
+    _changed(state, f"promoted {loaded.tag}")
+
+
+@models.command("rollback")
+@click.option("--reason", default="rolled back by hand", show_default=True)
+def models_rollback(reason: str) -> None:
+    """Restore the previous champion; the gate will not promote the rolled-back model again by itself."""
+    from tiffin.lifecycle.promotion import actor
+    from tiffin.storage.champion import ChampionState
+
+    state = ChampionState.load()
+    current = state.champion
+    try:
+        state.rollback(by=actor("tiffin models"), reason=reason)
+    except LookupError as nothing:
+        raise click.ClickException(str(nothing)) from nothing
+    _changed(state, f"rolled back {current}")
+
+
+@models.command("challenger")
+@click.argument("tag", required=False)
+@click.option("--clear", is_flag=True, help="No challenger (stop shadow scoring).")
+@click.option("--reason", default="set by hand", show_default=True)
+def models_challenger(tag: str | None, clear: bool, reason: str) -> None:
+    """Run TAG in shadow beside the champion (API and batch score it too and log both)."""
+    from tiffin.lifecycle.promotion import actor
+    from tiffin.storage.champion import ChampionState
+
+    if bool(tag) == clear:
+        raise click.UsageError("give a TAG or --clear")
+    state = ChampionState.load()
+    try:
+        state.set_challenger(_load(tag).tag if tag else None, by=actor("tiffin models"), reason=reason)
+    except ValueError as same:
+        raise click.ClickException(str(same)) from same
+    _changed(state, f"challenger {tag or 'cleared'}")
+
+
+@models.command("card")
+@click.argument("tag", required=False)
+def models_card(tag: str | None) -> None:
+    """A model card in Markdown: what it predicts, from which data, how well, with which lineage."""
+    from tiffin.lifecycle.card import model_card
+
+    click.echo(model_card(_load(tag or _champion_tag())))
+
+
+@models.command("check")
+def models_check() -> None:
+    """Exit 1 if the model the pipeline registered (models/registration.json) is not in the store."""
+    from tiffin.storage.champion import registered_tag
+    from tiffin.storage.modelstore import ModelStore
+
+    tag = registered_tag()
+    if tag is None:
+        raise click.UsageError("no model registered here yet: run `make repro` (or give a TAG)")
+    store = ModelStore()
+    if tag not in store:
+        click.echo(f"{tag} is missing from {store.path}", err=True)
+        sys.exit(1)
+    click.echo(f"{tag} is in the store")

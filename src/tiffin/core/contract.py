@@ -1,0 +1,405 @@
+"""The data contract: declared once in the spec, enforced at training, at the API and in batch.
+
+Raw rows are first normalised to canonical types (`'6am'` -> 6, a missing weekday from the date),
+then validated with a pandera schema built from the same spec. Nothing is dropped silently: every
+rejected row comes back with its row number, key, field, raw value and the rule it broke.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from tiffin.core import normalise
+from tiffin.core.spec import ColumnSpec, DatasetSpec
+
+REJECT_COLUMNS = ["row", "field", "value", "rule"]
+_CANONICAL_DTYPES = {
+    "int": "Int64",
+    "float": "float64",
+    "category": object,
+    "string": object,
+    "date": "datetime64[ns]",
+    "datetime": "datetime64[ns]",
+}
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Valid rows in canonical form, and one line per problem of every rejected row."""
+
+    valid: pd.DataFrame
+    rejects: pd.DataFrame
+
+    @property
+    def rejected_rows(self) -> int:
+        return int(self.rejects["row"].nunique())
+
+
+def _problems(index: pd.Index, field: str, raw: pd.Series, rule: str) -> pd.DataFrame:
+    return pd.DataFrame({"row": index, "field": field, "value": raw.loc[index].astype(str), "rule": rule})
+
+
+def _column_rule(spec: ColumnSpec) -> str:
+    """How a value that cannot be read as the column's type is described to the caller."""
+    return {
+        "int": f"type: integer{' (' + spec.parse + ')' if spec.parse else ''}",
+        "float": "type: number",
+        "date": "type: date (YYYY-MM-DD)",
+        "datetime": "type: datetime (ISO 8601)",
+    }.get(spec.type, f"type: {spec.type}")
+
+
+class Contract:
+    """Normalise and validate rows of one dataset spec."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+
+    @cached_property
+    def training_schema(self) -> pa.DataFrameSchema:
+        """All declared columns, target included; keys unique (the first occurrence is kept)."""
+        return self._schema(list(self.spec.columns), unique_key=True)
+
+    @cached_property
+    def serving_schema(self) -> pa.DataFrameSchema:
+        """What a prediction request must satisfy: the inputs, without target or leakage columns."""
+        return self._schema(self.spec.input_columns, unique_key=False)
+
+    def _schema(self, names: list[str], unique_key: bool) -> pa.DataFrameSchema:
+        columns = {name: self._pandera_column(self.spec.columns[name]) for name in names}
+        return pa.DataFrameSchema(
+            columns,
+            unique=self.spec.key if unique_key else None,
+            report_duplicates="exclude_first",
+            name=self.spec.name,
+        )
+
+    @staticmethod
+    def _pandera_column(spec: ColumnSpec) -> pa.Column:
+        checks = []
+        if spec.min is not None and spec.max is not None:
+            checks.append(pa.Check.in_range(spec.min, spec.max))
+        elif spec.min is not None:
+            checks.append(pa.Check.ge(spec.min))
+        elif spec.max is not None:
+            checks.append(pa.Check.le(spec.max))
+        if spec.values:
+            checks.append(pa.Check.isin(spec.values))
+        return pa.Column(_CANONICAL_DTYPES[spec.type], checks=checks, nullable=spec.nullable)
+
+    # -- normalisation -------------------------------------------------------------------------
+
+    def normalise(self, raw: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Canonical types for `names`, and the values that could not be read (as problems)."""
+        frame = pd.DataFrame(index=raw.index)
+        problems = []
+        for name in names:
+            spec = self.spec.columns[name]
+            if name not in raw.columns:
+                frame[name] = pd.Series(index=raw.index, dtype=_CANONICAL_DTYPES[spec.type])
+                if not spec.nullable and not spec.fill_missing:
+                    missing = pd.Series("<missing>", index=raw.index)
+                    problems.append(_problems(raw.index, name, missing, "required: field is missing"))
+                continue
+            column, unreadable = self._normalise_column(raw[name], spec)
+            frame[name] = column
+            if unreadable.any():
+                problems.append(_problems(raw.index[unreadable], name, raw[name], _column_rule(spec)))
+        self._fill_missing(frame, names)
+        return frame, pd.concat(problems) if problems else pd.DataFrame(columns=REJECT_COLUMNS)
+
+    def _normalise_column(self, raw: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
+        present = raw.notna().to_numpy()
+        if spec.type in ("int", "float"):
+            parser = normalise.resolve(spec.parse) if spec.parse else _to_number
+            values = parser(raw).astype("float64")
+            unreadable = present & values.isna().to_numpy()
+            if spec.type == "int":
+                # 6.0 is the hour 6; 6.5 is no hour at all.
+                unreadable |= (values.notna() & (values != np.floor(values))).to_numpy()
+                values = values.where(~unreadable).astype("Int64")
+            return values, unreadable
+        if spec.type in ("date", "datetime"):
+            values = pd.to_datetime(raw, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+            unreadable = present & values.isna().to_numpy()
+            if spec.type == "date":
+                unreadable |= (values.notna() & (values != values.dt.normalize())).to_numpy()
+            return values.where(~unreadable).astype("datetime64[ns]"), unreadable
+        if spec.type == "category":
+            # Match the closed set case-insensitively ('clear' is 'Clear'); pandera rejects the rest.
+            canonical = {value.lower(): value for value in spec.values or []}
+
+            def category(value: object) -> str:
+                text = str(value).strip()
+                return canonical.get(text.lower(), text)
+
+            return normalise.map_unique(raw, category), np.zeros(len(raw), dtype=bool)
+        values = raw.where(raw.isna(), raw.astype(str)).astype(object)
+        return values, np.zeros(len(raw), dtype=bool)
+
+    def _fill_missing(self, frame: pd.DataFrame, names: list[str]) -> None:
+        for name in names:
+            fill = self.spec.columns[name].fill_missing
+            if fill is None or fill.from_ not in frame:
+                continue
+            gaps = frame[name].isna() & frame[fill.from_].notna()
+            if gaps.any():
+                frame.loc[gaps, name] = normalise.resolve(fill.using)(frame.loc[gaps, fill.from_])
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def validate(self, raw: pd.DataFrame, *, serving: bool = False) -> ValidationResult:
+        """Split raw rows into valid canonical rows and rejects (row, field, value, rule).
+
+        `serving=True` checks only the model inputs (a prediction request has no target).
+        """
+        schema = self.serving_schema if serving else self.training_schema
+        raw = raw.reset_index(drop=True)
+        frame, problems = self.normalise(raw, list(schema.columns))
+        failures = [problems]
+        try:
+            schema.validate(frame, lazy=True)
+        except SchemaErrors as errors:
+            failures.append(self._schema_failures(errors.failure_cases, raw))
+        rejects = (
+            pd.concat(failures, ignore_index=True)
+            .drop_duplicates(["row", "field"], keep="first")  # an unreadable value is not also "null"
+            .sort_values(["row", "field"], kind="stable")
+            .reset_index(drop=True)
+        )
+        rejects["row"] = rejects["row"].astype("int64")
+        valid = frame.drop(index=rejects["row"].unique())
+        return ValidationResult(valid=self._finalise(valid), rejects=self._with_keys(rejects, raw))
+
+    def _schema_failures(self, cases: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+        cases = cases[cases["index"].notna()]
+        rows = cases["index"].astype("int64").to_numpy()
+        rules = cases["check"].astype(str).to_numpy()
+        fields, values = [], []
+        for row, name, rule in zip(rows, cases["column"], rules, strict=True):
+            if rule == "multiple_fields_uniqueness":  # one line for the key, not one per key column
+                name = "+".join(self.spec.key)
+                fields.append(name)
+                values.append("+".join(str(raw.at[row, k]) for k in self.spec.key))
+            else:
+                fields.append(name)
+                values.append(str(raw.at[row, name]) if name in raw.columns else "<missing>")
+        rules = ["unique key (first kept)" if r == "multiple_fields_uniqueness" else r for r in rules]
+        return pd.DataFrame({"row": rows, "field": fields, "value": values, "rule": rules})
+
+    def _with_keys(self, rejects: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+        """Put the raw key of each rejected row beside its number, so it can be found at the source."""
+        keys = [k for k in self.spec.key if k in raw.columns]
+        located = raw.loc[rejects["row"], keys].astype(str).reset_index(drop=True)
+        return pd.concat([rejects[["row"]], located, rejects[["field", "value", "rule"]]], axis=1)
+
+    def _finalise(self, valid: pd.DataFrame) -> pd.DataFrame:
+        """Non-nullable integers become plain int64 once no NA can remain."""
+        for name in valid.columns:
+            spec = self.spec.columns[name]
+            if spec.type == "int" and not spec.nullable:
+                valid[name] = valid[name].astype("int64")
+        return valid
+
+    def held_back(self, raw: pd.DataFrame, until: datetime) -> np.ndarray:
+        """Which raw rows happened after `until`, or have no readable time (to replay later hours)."""
+        time_columns = [self.spec.timestamp.column, *filter(None, [self.spec.timestamp.hour])]
+        canonical, _ = self.normalise(raw, time_columns)
+        keep = (self.spec.event_time(canonical) <= pd.Timestamp(until)).fillna(False).to_numpy(dtype=bool)
+        return ~keep
+
+
+def _to_number(raw: pd.Series) -> pd.Series:
+    return pd.to_numeric(normalise.without_booleans(raw), errors="coerce").astype("float64")
+
+
+# -- the same contract, one record at a time ----------------------------------------------------
+#
+# A prediction request of one row cannot afford pandas (milliseconds per call), so requests are
+# checked record by record in plain Python. The rules are the spec's, with pandera's own names,
+# and tests/code/test_contract_serving.py proves both paths accept, reject and canonicalise alike.
+
+_MISSING = object()
+_YEARS_SERVED = r"^(1[7-9]|2[01])[0-9]{2}-"  # 1700 .. 2199
+_FIRST_DAY, _LAST_DAY = np.datetime64("1678-01-01"), np.datetime64("2262-01-01")
+
+
+def json_schema(spec: ColumnSpec) -> dict:
+    """The JSON Schema of one canonical field, for the API's OpenAPI document."""
+    schema: dict = {
+        "int": {"type": "integer"},
+        "float": {"type": "number"},
+        "category": {"type": "string", "enum": list(spec.values or [])},
+        "string": {"type": "string"},
+        # Canonical moments are nanosecond timestamps, which end in 2262: say which years are served.
+        "date": {"type": "string", "format": "date", "pattern": _YEARS_SERVED},
+        "datetime": {"type": "string", "format": "date-time", "pattern": _YEARS_SERVED},
+    }[spec.type]
+    if spec.min is not None:
+        schema["minimum"] = spec.min
+    if spec.max is not None:
+        schema["maximum"] = spec.max
+    if spec.description:
+        schema["description"] = spec.description
+    if spec.example is not None:
+        schema["examples"] = [spec.example]
+    if spec.nullable or spec.fill_missing:
+        schema = {
+            "anyOf": [schema, {"type": "null"}],
+            **{k: schema.pop(k) for k in ("description", "examples") if k in schema},
+        }
+    return schema
+
+
+class RecordValidator:
+    """The serving contract for plain records (dicts, as parsed from JSON), column by column.
+
+    Each column is checked with vectorised numpy when all its values have the expected JSON type;
+    a column with anything else in it is read by the DataFrame contract's own normaliser. Canonical
+    columns come back as numpy arrays (numbers: float64 with NaN; dates: datetime64[ns] with NaT) or
+    lists (categories, strings).
+    """
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.contract = Contract(spec)
+        self.columns = spec.input_columns
+        self._rule_texts = {name: self._rules(spec.columns[name]) for name in self.columns}
+        self._allowed = {name: frozenset(spec.columns[name].values or ()) for name in self.columns}
+
+    @staticmethod
+    def _rules(spec: ColumnSpec) -> dict[str, str]:
+        """Rule texts, taken from the pandera checks themselves so both paths name rules alike."""
+        checks = Contract._pandera_column(spec).checks
+        return {"type": _column_rule(spec), **{check.name: check.error for check in checks}}
+
+    def validate(self, records: list[dict]) -> tuple[dict[str, object], list[dict]]:
+        """Canonical columns, and problems as row/field/value/rule (sorted by row)."""
+        columns, problems = {}, []
+        for name in self.columns:
+            values = [record.get(name, _MISSING) for record in records]
+            columns[name] = self._column(name, values, problems)
+        self._fill_missing(columns)
+        self._reject_nulls(columns, problems)
+        problems.sort(key=lambda problem: problem["row"])
+        return columns, problems
+
+    # -- one column ---------------------------------------------------------------------------
+
+    def _column(self, name: str, values: list, problems: list[dict]) -> object:
+        spec = self.spec.columns[name]
+        canonical = self._well_typed(spec, values, self._allowed[name])
+        if canonical is None:  # something is off: read it exactly as the DataFrame contract does
+            canonical = self._normalised(name, spec, values, problems)
+            if spec.type == "category":
+                self._check_categories(name, spec, canonical, values, problems)
+        if spec.type in ("int", "float"):
+            self._check_range(name, spec, canonical, values, problems)
+        return canonical
+
+    @staticmethod
+    def _well_typed(spec: ColumnSpec, values: list, allowed: frozenset) -> object | None:
+        """The fast path: every value already has the JSON type the contract expects, or is null."""
+        if spec.type in ("int", "float") and all(v is None or type(v) in (int, float) for v in values):
+            numbers = np.array(values, dtype="float64")  # None becomes NaN
+            if spec.type == "float" or all(type(v) is not float for v in values):
+                return numbers
+            if np.array_equal(numbers, np.floor(numbers), equal_nan=True):
+                return numbers
+        elif spec.type == "category" and all(v is None or (type(v) is str and v in allowed) for v in values):
+            return values
+        elif spec.type == "date" and all(v is None or (type(v) is str and _is_day(v)) for v in values):
+            try:
+                days = np.array([None if v is None else v[:10] for v in values], dtype="datetime64[D]")
+            except ValueError:
+                return None
+            # Nanosecond timestamps span 1677..2262; leave anything else to pandas, which rejects it.
+            present = days[~np.isnat(days)]
+            if not len(present) or (present.min() > _FIRST_DAY and present.max() < _LAST_DAY):
+                return days.astype("datetime64[ns]")
+        return None
+
+    def _normalised(self, name: str, spec: ColumnSpec, values: list, problems: list) -> object:
+        raw = pd.Series([None if v is _MISSING else v for v in values], dtype=object)
+        canonical, unreadable = self.contract._normalise_column(raw, spec)
+        for row, value in enumerate(values):
+            if unreadable[row]:
+                self._problem(problems, row, name, value, self._rule_texts[name]["type"])
+            elif value is _MISSING and not spec.nullable and not spec.fill_missing:
+                self._problem(problems, row, name, value, "required: field is missing")
+        if spec.type in ("int", "float"):
+            return canonical.to_numpy(dtype="float64", na_value=np.nan)
+        if spec.type in ("date", "datetime"):
+            return canonical.to_numpy(dtype="datetime64[ns]")
+        return [None if pd.isna(v) else v for v in canonical]
+
+    def _problem(self, problems: list, row: int, name: str, value: object, rule: str) -> None:
+        shown = "<missing>" if value is _MISSING else str(value)
+        problems.append({"row": row, "field": name, "value": shown, "rule": rule})
+
+    def _check_range(self, name: str, spec: ColumnSpec, numbers: np.ndarray, values: list, problems: list) -> None:
+        low = -np.inf if spec.min is None else spec.min
+        high = np.inf if spec.max is None else spec.max
+        beyond = (numbers < low) | (numbers > high)  # NaN compares False: missing is not out of range
+        if beyond.any():
+            outside = np.flatnonzero(beyond)
+            rules = self._rule_texts[name]
+            rule = rules.get("in_range") or rules.get("greater_than_or_equal_to") or rules["less_than_or_equal_to"]
+            for row in outside:
+                self._problem(problems, int(row), name, values[row], rule)
+            numbers[outside] = np.nan
+
+    def _check_categories(self, name: str, spec: ColumnSpec, categories: list, values: list, problems: list) -> None:
+        allowed = set(spec.values or [])
+        for row, category in enumerate(categories):
+            if category is not None and category not in allowed:
+                self._problem(problems, row, name, values[row], self._rule_texts[name]["isin"])
+                categories[row] = None
+
+    # -- across columns ------------------------------------------------------------------------
+
+    def _fill_missing(self, columns: dict[str, object]) -> None:
+        for name in self.columns:
+            fill = self.spec.columns[name].fill_missing
+            if fill is None or fill.from_ not in columns:
+                continue
+            gaps = [row for row, value in enumerate(columns[name]) if value is None]
+            if gaps:
+                source = pd.Series(np.asarray(columns[fill.from_])[gaps])
+                derived = normalise.resolve(fill.using)(source).tolist()
+                for row, value in zip(gaps, derived, strict=True):
+                    columns[name][row] = None if pd.isna(value) else value
+
+    def _reject_nulls(self, columns: dict[str, object], problems: list[dict]) -> None:
+        reported = {(p["row"], p["field"]) for p in problems}
+        for name in self.columns:
+            if self.spec.columns[name].nullable:
+                continue
+            nulls = _is_null(columns[name])
+            if not nulls.any():
+                continue
+            for row in np.flatnonzero(nulls):
+                if (int(row), name) not in reported:
+                    self._problem(problems, int(row), name, None, "not_nullable")
+
+
+def _is_day(text: str) -> bool:
+    """'2012-06-01', or the same day at midnight as an ISO datetime ('2012-06-01T00:00:00')."""
+    return len(text) == 10 or (len(text) == 19 and text.endswith("T00:00:00"))
+
+
+def _is_null(column: object) -> np.ndarray:
+    if isinstance(column, np.ndarray) and column.dtype.kind == "M":
+        return np.isnat(column)
+    if isinstance(column, np.ndarray) and column.dtype.kind == "f":
+        return np.isnan(column)
+    if None not in column:  # the usual case, answered without building an array
+        return np.zeros(0, dtype=bool)
+    return np.array([value is None for value in column], dtype=bool)

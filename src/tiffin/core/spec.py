@@ -1,0 +1,151 @@
+"""The dataset spec: everything Tiffin needs to know about one table, as configuration.
+
+A user brings a new dataset by writing one of these (see `specs/bike_sharing.yaml`) and pointing
+`params.yaml: spec` at it. The contract, the features, the model and the evaluation slices are all
+derived from it, so training, the API and the batch runner cannot disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ColumnType = Literal["int", "float", "category", "date", "datetime", "string"]
+DatePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FillSpec(_Strict):
+    """Derive a missing value from another column, e.g. the weekday from the date."""
+
+    using: str
+    from_: str = Field(alias="from")
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType
+    nullable: bool = False
+    min: int | float | None = None
+    max: int | float | None = None
+    values: list[str] | None = None
+    parse: str | None = None
+    fill_missing: FillSpec | None = None
+    description: str = ""
+    example: Any = None
+
+    @model_validator(mode="after")
+    def _categories_are_closed(self) -> ColumnSpec:
+        if self.type == "category" and not self.values:
+            raise ValueError("a category column needs its closed set of `values`")
+        if self.type != "category" and self.values:
+            raise ValueError("`values` only applies to category columns")
+        return self
+
+
+class SourceSpec(_Strict):
+    table: str
+    window_column: str
+    seed_file: str | None = None
+
+
+class TimestampSpec(_Strict):
+    """When a row happened: one datetime column, or a date column plus an hour column."""
+
+    column: str
+    hour: str | None = None
+
+
+class FeatureSpec(_Strict):
+    numeric: list[str] = []
+    categorical: list[str] = []
+    date_parts: dict[str, list[DatePart]] = {}
+
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.date_parts]
+
+
+class ModelSpec(_Strict):
+    estimator: str = "sklearn.ensemble.HistGradientBoostingRegressor"
+    params: dict[str, Any] = {}
+
+
+class SliceSpec(_Strict):
+    """An evaluation slice: one segment per category, or per bin of a numeric column."""
+
+    column: str
+    name: str | None = None
+    bins: list[float] | None = None
+    labels: list[str] | None = None
+
+    @property
+    def title(self) -> str:
+        return self.name or self.column
+
+
+class EvaluationSpec(_Strict):
+    baseline_group_by: list[str]
+    slices: list[SliceSpec] = []
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    description: str = ""
+    source: SourceSpec
+    key: list[str]
+    timestamp: TimestampSpec
+    target: str
+    never_features: list[str] = []
+    columns: dict[str, ColumnSpec]
+    features: FeatureSpec
+    model: ModelSpec = ModelSpec()
+    evaluation: EvaluationSpec
+
+    @model_validator(mode="after")
+    def _references_are_declared(self) -> DatasetSpec:
+        referenced = {
+            "key": self.key,
+            "timestamp": [self.timestamp.column, *filter(None, [self.timestamp.hour])],
+            "target": [self.target],
+            "never_features": self.never_features,
+            "features": self.features.columns(),
+            "baseline_group_by": self.evaluation.baseline_group_by,
+            "slices": [s.column for s in self.evaluation.slices],
+            "source.window_column": [self.source.window_column],
+        }
+        for where, names in referenced.items():
+            missing = [n for n in names if n not in self.columns]
+            if missing:
+                raise ValueError(f"{where} names undeclared columns {missing}: declare them under `columns`")
+        leaked = set(self.features.columns()) & {self.target, *self.never_features}
+        if leaked:
+            raise ValueError(f"{sorted(leaked)} can never be model inputs (target or never_features)")
+        for name, col in self.columns.items():
+            if col.fill_missing and col.fill_missing.from_ not in self.columns:
+                raise ValueError(f"{name}.fill_missing.from names an undeclared column")
+        return self
+
+    @property
+    def input_columns(self) -> list[str]:
+        """What a caller sends to predict: every declared column but the target and leakage columns."""
+        hidden = {self.target, *self.never_features}
+        return [name for name in self.columns if name not in hidden]
+
+    def event_time(self, frame: pd.DataFrame) -> pd.Series:
+        """When each canonical row happened (date + hour for hourly data): the one definition of event time."""
+        moment = frame[self.timestamp.column]
+        if self.timestamp.hour:
+            moment = moment + pd.to_timedelta(frame[self.timestamp.hour].astype("float64"), unit="h")
+        return moment
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """Read and check a spec file; errors name the offending field."""
+    with open(path, encoding="utf-8") as handle:
+        return DatasetSpec.model_validate(yaml.safe_load(handle))

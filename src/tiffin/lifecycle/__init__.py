@@ -1,0 +1,2 @@
+"""The model lifecycle: the promotion gate, monitoring and its report, retraining triggers, the model card and the
+replay simulation."""

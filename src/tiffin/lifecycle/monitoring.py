@@ -1,0 +1,359 @@
+"""Monitoring a model in production: input drift, prediction drift and, once actuals arrive, its error.
+
+Drift is the Population Stability Index (PSI) of each feature between the model's training reference
+and the logged inputs of a time window: numeric features are binned at the reference's deciles,
+categorical ones by category (a missing value is a category of its own). PSI >= 0.2 is the usual
+"significant shift". Prediction drift is the PSI of the logged predictions against the model's own
+predictions on its reference rows. Where the target has arrived in the source table, logged
+predictions are joined to it by `row_key` and scored per model and role (champion vs challenger)
+and per evaluation slice. `run` writes the dashboard, metrics.json and a Prometheus text file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec
+from tiffin.modeling.evaluation import regression_metrics, segments
+from tiffin.storage import predlog
+from tiffin.storage.database import read_window
+from tiffin.storage.modelstore import LoadedModel
+
+PSI_EPSILON = 1e-4  # stands in for an empty bin's share, so one empty bin does not make PSI infinite
+# Numbers that went through a database or JSON may differ in the last digits: binning at 8 decimals means
+# a value on a decile edge (common in coarse data, e.g. wind speed) falls in the same bin in both.
+BIN_DECIMALS = 8
+MISSING = "<missing>"
+EXIT_CROSSED = 4
+
+
+# -- the statistic -----------------------------------------------------------------------------
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = PSI_EPSILON) -> float:
+    """PSI of two distributions given as bin shares: sum((a - e) * ln(a / e)); empty bins count as epsilon."""
+    e = np.maximum(np.asarray(expected, dtype="float64"), epsilon)
+    a = np.maximum(np.asarray(actual, dtype="float64"), epsilon)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def decile_edges(reference: pd.Series) -> np.ndarray:
+    """Inner bin edges: the reference's deciles, duplicates dropped (the outer bins are open-ended)."""
+    values = _numbers(reference)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return np.array([])
+    return np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    return np.round(pd.to_numeric(values, errors="coerce").astype("float64").to_numpy(), BIN_DECIMALS)
+
+
+def _bin_shares(values: pd.Series, edges: np.ndarray) -> np.ndarray:
+    """Shares per bin (x <= edge falls left of it), with missing values as one more bin at the end."""
+    numbers = _numbers(values)
+    present = ~np.isnan(numbers)
+    codes = np.searchsorted(edges, numbers[present], side="left")
+    counts = np.append(np.bincount(codes, minlength=len(edges) + 1), (~present).sum())
+    return counts / max(len(numbers), 1)
+
+
+def numeric_psi(reference: pd.Series, current: pd.Series) -> float:
+    if current.empty:  # nothing to compare: unknown, not "no drift"
+        return float("nan")
+    edges = decile_edges(reference)
+    return psi(_bin_shares(reference, edges), _bin_shares(current, edges))
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    return values.astype(object).where(values.notna(), MISSING).astype(str)
+
+
+def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
+    """PSI over the categories of both samples: one never seen in training counts fully as drift."""
+    if current.empty:
+        return float("nan")
+    expected = _labels(reference).value_counts(normalize=True)
+    actual = _labels(current).value_counts(normalize=True)
+    categories = expected.index.union(actual.index)
+    return psi(
+        expected.reindex(categories, fill_value=0).to_numpy(), actual.reindex(categories, fill_value=0).to_numpy()
+    )
+
+
+# -- thresholds --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When to raise the alarm; `params.yaml: monitor` overrides any of them."""
+
+    feature_psi: float = 0.2  # a feature has drifted at or above this PSI
+    max_drifted_features: int = 2  # alarm when more features than this have drifted
+    prediction_psi: float = 0.2  # alarm at or above this PSI of the predictions
+    max_mae_ratio: float = 1.5  # alarm when production MAE exceeds the test MAE by this factor
+    min_rows: int = 100  # below this many rows a check is reported but not judged (PSI is noisy)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Thresholds:
+        return cls(**(params.get("monitor") or {}))
+
+
+@dataclass(frozen=True)
+class ThresholdCheck:
+    name: str
+    value: float | None
+    threshold: float
+    crossed: bool
+    note: str = ""
+
+
+# -- drift -------------------------------------------------------------------------------------
+
+
+def drift_table(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, threshold: float) -> pd.DataFrame:
+    """PSI of each numeric and categorical feature. Date features are left out: time always moves on."""
+    records = [
+        {"feature": name, "kind": kind, "psi": round(measure(reference[name], current[name]), 4)}
+        for kind, names, measure in (
+            ("numeric", spec.features.numeric, numeric_psi),
+            ("categorical", spec.features.categorical, categorical_psi),
+        )
+        for name in names
+    ]
+    table = pd.DataFrame.from_records(records, columns=["feature", "kind", "psi"])
+    return table.assign(drifted=table["psi"] >= threshold)
+
+
+# -- the window's log and actuals -------------------------------------------------------------
+
+
+def read_log(engine: Engine, spec: DatasetSpec, start: str, end: str) -> pd.DataFrame:
+    """The prediction log of [start, end] with its inputs in canonical form (as the contract reads them)."""
+    logged = predlog.read(engine, spec, start, end)
+    if logged.empty:
+        return logged
+    canonical, _ = Contract(spec).normalise(logged[spec.input_columns], spec.input_columns)
+    return pd.concat([logged.drop(columns=spec.input_columns), canonical.reset_index(drop=True)], axis=1)
+
+
+# -- performance -------------------------------------------------------------------------------
+
+
+def actuals(engine: Engine, spec: DatasetSpec, start: str, end: str) -> pd.DataFrame:
+    """The target per row_key for the source rows of the window that have it (and pass the contract)."""
+
+    contract, frames = Contract(spec), []
+    try:  # whole days: the window column may be a date; rows are matched to the log by key anyway
+        for raw in read_window(engine, spec, start[:10], end[:10]):
+            valid = contract.validate(raw).valid  # a row whose target has not arrived is rejected here
+            frames.append(pd.DataFrame({"row_key": predlog.row_keys(spec, valid), "actual": valid[spec.target]}))
+    except LookupError:  # no source table yet: nothing has arrived
+        pass
+    if not frames:
+        return pd.DataFrame({"row_key": pd.Series(dtype=object), "actual": pd.Series(dtype="float64")})
+    return pd.concat(frames, ignore_index=True).drop_duplicates("row_key").astype({"actual": "float64"})
+
+
+@dataclass(frozen=True)
+class Performance:
+    """Errors on the logged rows whose actuals have arrived; each (model, role, row) counted once."""
+
+    scored: pd.DataFrame  # the log rows joined to their actuals
+    by_model: pd.DataFrame  # model, role, rows, mae, rmse, r2
+    by_slice: pd.DataFrame  # model, role, slice, segment, rows, mae, rmse
+    daily: pd.DataFrame  # model, role, day, rows, mae
+
+    def of(self, model: str) -> dict[str, Any] | None:
+        rows = self.by_model[self.by_model["model"] == model]
+        return None if rows.empty else rows.iloc[0].to_dict()
+
+
+def _metrics(frame: pd.DataFrame) -> dict[str, Any]:
+    return regression_metrics(frame["actual"].to_numpy(), frame["prediction"].to_numpy())
+
+
+def _grouped(scored: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    records = [{**dict(zip(by, key, strict=True)), **_metrics(rows)} for key, rows in scored.groupby(by, sort=True)]
+    return pd.DataFrame.from_records(records, columns=[*by, "rows", "mae", "rmse", "r2"])
+
+
+def performance(logged: pd.DataFrame, truth: pd.DataFrame, spec: DatasetSpec) -> Performance | None:
+    """MAE/RMSE overall per (model, role), per slice and per day; None when no actual has arrived."""
+    scored = logged.drop_duplicates(["model", "role", "row_key"], keep="last").merge(truth, on="row_key")
+    if scored.empty:
+        return None
+    scored = scored.assign(day=pd.to_datetime(scored["event_time"]).dt.normalize())
+    sliced = [
+        _grouped(scored.assign(slice=s.title, segment=segments(scored, s)), ["model", "role", "slice", "segment"])
+        for s in spec.evaluation.slices
+        if s.column in scored.columns
+    ]
+    return Performance(
+        scored=scored,
+        by_model=_grouped(scored, ["model", "role"]),
+        by_slice=pd.concat(sliced, ignore_index=True) if sliced else pd.DataFrame(),
+        daily=_grouped(scored, ["model", "role", "day"]),
+    )
+
+
+def head_to_head(scored: pd.DataFrame) -> dict[str, Any] | None:
+    """Champion vs challenger on the rows both predicted: is the new model better in production?"""
+    roles = {role: scored[scored["role"] == role] for role in (predlog.CHAMPION, predlog.CHALLENGER)}
+    if any(frame.empty for frame in roles.values()):
+        return None
+    common = set(roles[predlog.CHAMPION]["row_key"]) & set(roles[predlog.CHALLENGER]["row_key"])
+    if not common:
+        return None
+    result: dict[str, Any] = {"rows": len(common)}
+    for role, frame in roles.items():
+        shared = frame[frame["row_key"].isin(common)]
+        result[role] = {"model": str(shared["model"].iloc[0]), "mae": _metrics(shared)["mae"]}
+    champion, challenger = result[predlog.CHAMPION]["mae"], result[predlog.CHALLENGER]["mae"]
+    result["better"] = predlog.CHALLENGER if challenger < champion else predlog.CHAMPION
+    return result
+
+
+def duel_line(duel: dict[str, Any]) -> str:
+    champion, challenger = duel[predlog.CHAMPION], duel[predlog.CHALLENGER]
+    return (
+        f"on the {duel['rows']} rows both scored: challenger {challenger['model']} MAE {challenger['mae']} vs "
+        f"champion {champion['model']} MAE {champion['mae']}: the {duel['better']} is better"
+    )
+
+
+# -- one window, judged ------------------------------------------------------------------------
+
+
+@dataclass
+class MonitorResult:
+    """Everything one monitoring run found; `metrics` is what metrics.json holds."""
+
+    model: str
+    start: str
+    end: str
+    thresholds: Thresholds
+    rows_logged: int
+    drift: pd.DataFrame
+    prediction_psi: float | None
+    performance: Performance | None
+    test_mae: float | None
+    checks: list[ThresholdCheck] = field(default_factory=list)
+    reference_predictions: np.ndarray = field(default_factory=lambda: np.array([]))
+    window_predictions: np.ndarray = field(default_factory=lambda: np.array([]))
+    folder: Path | None = None  # where monitor_report.write put it
+
+    @property
+    def crossed(self) -> list[str]:
+        return [check.name for check in self.checks if check.crossed]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CROSSED if self.crossed else 0
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return self.drift.loc[self.drift["drifted"], "feature"].tolist()
+
+    @property
+    def overall(self) -> dict[str, Any] | None:
+        """The monitored model's production metrics (rows, mae, rmse, r2), if actuals arrived."""
+        return self.performance.of(self.model) if self.performance else None
+
+    @property
+    def mae(self) -> float | None:
+        return self.overall["mae"] if self.overall else None
+
+    @property
+    def mae_by_model(self) -> dict[str, float]:
+        """Production MAE per logged model tag (champion and challenger alike)."""
+        if self.performance is None:
+            return {}
+        return dict(zip(self.performance.by_model["model"], self.performance.by_model["mae"], strict=True))
+
+    @property
+    def dashboard(self) -> Path | None:
+        return self.folder / "index.html" if self.folder else None
+
+
+def _judge(result: MonitorResult) -> list[ThresholdCheck]:
+    t, rows = result.thresholds, result.rows_logged
+    few = f"only {rows} logged rows (min_rows {t.min_rows}): not judged" if rows < t.min_rows else ""
+    drifted, pred = len(result.drifted_features), result.prediction_psi
+    too_many = not few and drifted > t.max_drifted_features
+    shifted = bool(not few and pred is not None and pred >= t.prediction_psi)
+    return [
+        ThresholdCheck("drifted_features", drifted, t.max_drifted_features, too_many,
+                       few or f"{drifted} features at PSI >= {t.feature_psi}"),
+        ThresholdCheck("prediction_psi", pred, t.prediction_psi, shifted,
+                       few or ("" if pred is not None else "no logged predictions of this model")),
+        _mae_check(result),
+    ]  # fmt: skip
+
+
+def _mae_check(result: MonitorResult) -> ThresholdCheck:
+    t, overall = result.thresholds, result.overall
+    if overall is None:
+        return ThresholdCheck("mae_ratio", None, t.max_mae_ratio, False, "no actuals in the window yet")
+    if not result.test_mae:
+        return ThresholdCheck("mae_ratio", None, t.max_mae_ratio, False, "the model's metadata has no test MAE")
+    ratio = round(overall["mae"] / result.test_mae, 4)
+    if overall["rows"] < t.min_rows:
+        return ThresholdCheck(
+            "mae_ratio", ratio, t.max_mae_ratio, False, f"only {overall['rows']} rows with actuals: not judged"
+        )
+    note = f"production MAE {overall['mae']} vs test MAE {result.test_mae}"
+    return ThresholdCheck("mae_ratio", ratio, t.max_mae_ratio, ratio > t.max_mae_ratio, note)
+
+
+def _monitored_rows(logged: pd.DataFrame, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(inputs: one row per request, as the champion saw it; predictions: those of the monitored model)."""
+    inputs = logged[logged["role"] == predlog.CHAMPION] if (logged["role"] == predlog.CHAMPION).any() else logged
+    return inputs, logged[logged["model"] == model]
+
+
+def judge_window(
+    reference: pd.DataFrame,
+    logged: pd.DataFrame,
+    truth: pd.DataFrame,
+    spec: DatasetSpec,
+    *,
+    model: str,
+    start: str,
+    end: str,
+    thresholds: Thresholds,
+    test_mae: float | None = None,
+) -> MonitorResult:
+    """Judge one window: reference rows (with `prediction`), log rows (`predlog.read`), actuals."""
+    inputs, predicted = _monitored_rows(logged, model)
+    window_predictions = predicted["prediction"].to_numpy(dtype="float64")
+    result = MonitorResult(
+        model=model, start=start, end=end, thresholds=thresholds, rows_logged=len(inputs),
+        drift=drift_table(reference, inputs, spec, thresholds.feature_psi),
+        prediction_psi=round(numeric_psi(reference["prediction"], pd.Series(window_predictions)), 4)
+        if len(window_predictions) else None,
+        performance=performance(logged, truth, spec), test_mae=test_mae,
+        reference_predictions=reference["prediction"].to_numpy(dtype="float64"), window_predictions=window_predictions,
+    )  # fmt: skip
+    result.checks = _judge(result)
+    return result
+
+
+def monitor(
+    engine: Engine, model: LoadedModel, start: str, end: str, thresholds: Thresholds | None = None
+) -> MonitorResult:
+    """Judge `model` over the logged predictions of [start, end] against its reference and the actuals."""
+    spec = model.spec
+    test_mae = model.metadata.get("metrics", {}).get("test", {}).get("mae")
+    return judge_window(
+        model.reference(), read_log(engine, spec, start, end), actuals(engine, spec, start, end), spec,
+        model=model.tag, start=start, end=end, thresholds=thresholds or Thresholds(), test_mae=test_mae,
+    )  # fmt: skip

@@ -1,0 +1,163 @@
+"""The source database: seeding it with raw rows, and reading a time window back.
+
+Any SQLAlchemy URL works; SQLite (embedded default) and PostgreSQL are tested. Raw rows are stored
+as they come (text hours, missing values and all): cleaning them is the contract's job, later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from tqdm import tqdm
+
+from tiffin.core.spec import DatasetSpec
+
+SEED_CHUNK_ROWS = 5_000
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for `url`; for a SQLite file, its folder is created first.
+
+    SQLite connections are not pooled: the batch runner's bulk driver (ADBC) carries its own copy of
+    SQLite, and two copies in one process must never have the same file open at once (their locks
+    do not see each other). Opening a SQLite file is cheap.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
+    return sa.create_engine(url)
+
+
+def _sql_type(series: pd.Series) -> sa.types.TypeEngine:
+    if pd.api.types.is_bool_dtype(series):
+        return sa.Boolean()
+    if pd.api.types.is_integer_dtype(series):
+        return sa.BigInteger()
+    if pd.api.types.is_float_dtype(series):
+        return sa.Float(precision=53)
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return sa.DateTime()
+    return sa.Text()
+
+
+def source_table(engine: Engine, spec: DatasetSpec, like: pd.DataFrame | None = None) -> sa.Table:
+    """The source table, reflected; created from `like`'s columns (key as primary key) if absent."""
+    metadata = sa.MetaData()
+    if sa.inspect(engine).has_table(spec.source.table):
+        return sa.Table(spec.source.table, metadata, autoload_with=engine)
+    if like is None:
+        raise LookupError(f"table {spec.source.table!r} does not exist: run `tiffin db seed` first")
+    columns = [sa.Column(name, _sql_type(like[name]), primary_key=name in spec.key) for name in like.columns]
+    table = sa.Table(spec.source.table, metadata, *columns)
+    metadata.create_all(engine)
+    return table
+
+
+def _insert_ignoring_existing(engine: Engine, table: sa.Table, key: list[str]) -> sa.Insert:
+    """INSERT that skips rows whose key is already there, so seeding twice adds nothing."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"idempotent seeding supports SQLite and PostgreSQL, not {engine.dialect.name}")
+    return insert(table).on_conflict_do_nothing(index_elements=key)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts with SQL NULL (None) where pandas has NaN/NA."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    offered: int
+    inserted: int
+    held_back: int  # rows after the cut-off, or with no readable time, when a cut-off was given
+
+
+def read_seed_file(path: str | Path) -> pd.DataFrame:
+    """The raw file as text-faithful as pandas allows (CSV, optionally compressed, or Parquet)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, keep_default_na=True)
+
+
+def seed(engine: Engine, spec: DatasetSpec, raw: pd.DataFrame, held_back: np.ndarray | None = None) -> SeedResult:
+    """Load raw rows into the source table; existing keys are left alone (idempotent).
+
+    `held_back` marks rows not to load yet (the contract's `held_back`: later hours, replayed as if arriving).
+    """
+    held = 0
+    if held_back is not None:
+        held, raw = int(held_back.sum()), raw[~held_back]
+    table = source_table(engine, spec, like=raw)
+    statement = _insert_ignoring_existing(engine, table, spec.key)
+    before = count_rows(engine, spec)
+    with tqdm(total=len(raw), desc=f"seed {spec.source.table}", unit="row", disable=None) as progress:
+        for start in range(0, len(raw), SEED_CHUNK_ROWS):
+            chunk = raw.iloc[start : start + SEED_CHUNK_ROWS]
+            with engine.begin() as connection:
+                connection.execute(statement, _records(chunk))
+            progress.update(len(chunk))
+    return SeedResult(offered=len(raw), inserted=count_rows(engine, spec) - before, held_back=held)
+
+
+def count_rows(engine: Engine, spec: DatasetSpec) -> int:
+    if not sa.inspect(engine).has_table(spec.source.table):
+        return 0
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text(f'SELECT COUNT(*) FROM "{spec.source.table}"')).scalar_one())
+
+
+def window_span(engine: Engine, spec: DatasetSpec) -> tuple[object, object]:
+    """The first and last value of the source's window column (None, None for an empty table)."""
+    column = source_table(engine, spec).c[spec.source.window_column]
+    with engine.connect() as connection:
+        low, high = connection.execute(sa.select(sa.func.min(column), sa.func.max(column))).one()
+    return low, high
+
+
+def window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
+    """A closed window [start, end]; a date-only end includes that whole day."""
+    lower = datetime.fromisoformat(start)
+    upper = datetime.fromisoformat(end)
+    if len(end) <= len("YYYY-MM-DD"):
+        upper += timedelta(days=1)
+    return lower, upper
+
+
+def bound_values(column: sa.Column, lower: datetime, upper: datetime) -> tuple[object, object]:
+    """Bounds typed like the column, so the comparison is done by the database, on any backend."""
+    if isinstance(column.type, sa.DateTime):
+        return lower, upper
+    if isinstance(column.type, sa.Date):
+        return lower.date(), upper.date()
+    # Text columns hold ISO dates/times, whose text order is their time order.
+    text = [b.date().isoformat() if b.time() == datetime.min.time() else b.isoformat(sep=" ") for b in (lower, upper)]
+    return text[0], text[1]
+
+
+def read_window(
+    engine: Engine, spec: DatasetSpec, start: str, end: str, chunk_rows: int = 50_000
+) -> Iterator[pd.DataFrame]:
+    """Raw rows whose window column lies in [start, end], ordered by key, in chunks."""
+    table = source_table(engine, spec)
+    column = table.c[spec.source.window_column]
+    lower, upper = bound_values(column, *window_bounds(start, end))
+    query = sa.select(table).where(column >= lower, column < upper).order_by(*[table.c[k] for k in spec.key])
+    with engine.connect().execution_options(stream_results=True) as connection:
+        result = connection.execute(query)
+        while rows := result.fetchmany(chunk_rows):
+            frame = pd.DataFrame(rows, columns=list(result.keys()))
+            yield frame.replace({None: np.nan})

@@ -1,0 +1,263 @@
+"""The prediction log: every prediction with its inputs, model tag, role and time, for monitoring.
+
+One table, `prediction_log`, in the serving database. The batch runner writes it in the same
+transaction as its predictions; the API samples requests and writes from a background thread, so
+the answer never waits for the database (see `AsyncLogger`). The inputs are columns of their own,
+typed from the spec and in the contract's canonical form (dates as ISO text), so drift is measured on
+exactly what the model saw and a million rows are written at Arrow speed; `row_key` is the record's
+key as JSON, rendered the same way on every path, so actuals can be joined later.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tiffin.core.spec import DatasetSpec
+from tiffin.storage.bulk import BulkConnection
+from tiffin.storage.clock import iso_now
+from tiffin.storage.database import window_bounds
+
+log = logging.getLogger("tiffin.predlog")
+
+TABLE = "prediction_log"
+CHAMPION, CHALLENGER = "champion", "challenger"
+API, BATCH = "api", "batch"
+COLUMNS = ["logged_at", "source", "model", "role", "row_key", "event_time", "prediction"]
+
+
+_SQL_TYPES = {"int": sa.BigInteger(), "float": sa.Float(precision=53), "date": sa.Text(), "datetime": sa.Text()}
+
+
+def log_table(spec: DatasetSpec, metadata: sa.MetaData | None = None, prefix: str = "") -> sa.Table:
+    """The log's own columns, then one column per model input (typed from the spec)."""
+    clash = set(spec.input_columns) & {"id", *COLUMNS}
+    if clash:
+        raise ValueError(f"input columns {sorted(clash)} clash with the prediction log's own columns")
+    inputs = [sa.Column(name, _SQL_TYPES.get(spec.columns[name].type, sa.Text())) for name in spec.input_columns]
+    return sa.Table(
+        f"{prefix}{TABLE}", metadata or sa.MetaData(),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        # ISO text, like the batch tables: the same on SQLite (ADBC writes text) and PostgreSQL.
+        sa.Column("logged_at", sa.Text(), nullable=False),
+        sa.Column("source", sa.String(20), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("role", sa.String(20), nullable=False),
+        sa.Column("row_key", sa.Text(), nullable=False),
+        sa.Column("event_time", sa.Text()),
+        sa.Column("prediction", sa.Float(precision=53), nullable=False),
+        *inputs,
+        sa.Index(f"ix_{prefix}{TABLE}_event_time", "event_time"),
+    )  # fmt: skip
+
+
+def ensure_table(engine: Engine, spec: DatasetSpec, prefix: str = "") -> sa.Table:
+    table = log_table(spec, prefix=prefix)
+    table.metadata.create_all(engine)
+    return table
+
+
+def _iso_text(column: pd.Series, unit: str) -> np.ndarray:
+    """Datetimes as ISO text at `unit` ("D": 2012-06-01, "s": 2012-06-01T08:00:00); NaT as None."""
+    text = column.to_numpy(dtype="datetime64[ns]").astype(f"datetime64[{unit}]").astype(str).astype(object)
+    text[column.isna().to_numpy()] = None
+    return text
+
+
+def _dates_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with datetime columns as ISO text: dates where every value is midnight, else to the second."""
+    frame = frame.reset_index(drop=True).copy()
+    for name in frame.select_dtypes("datetime").columns:
+        values = frame[name].dropna()
+        frame[name] = _iso_text(frame[name], "D" if (values == values.dt.normalize()).all() else "s")
+    return frame
+
+
+def _json_lines(frame: pd.DataFrame) -> list[str]:
+    """One JSON object per row (pandas' C writer: a batch logs millions of rows); dates as ISO text."""
+    frame = _dates_as_text(frame)
+    if frame.empty:
+        return []
+    return frame.to_json(orient="records", lines=True, double_precision=10).rstrip("\n").split("\n")
+
+
+def row_keys(spec: DatasetSpec, canonical: pd.DataFrame) -> list[str]:
+    """Each row's key as a JSON object, rendered the same way wherever the row came from."""
+    return _json_lines(canonical[spec.key])
+
+
+def input_columns(spec: DatasetSpec, canonical: pd.DataFrame) -> pd.DataFrame:
+    """The model inputs as the log stores them: canonical values, dates as ISO text."""
+    return _dates_as_text(canonical[[n for n in spec.input_columns if n in canonical.columns]])
+
+
+def entries(
+    spec: DatasetSpec,
+    canonical: pd.DataFrame,
+    predictions: np.ndarray | list[float],
+    *,
+    model: str,
+    role: str,
+    source: str,
+    logged_at: str | None = None,
+    shadow: tuple[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Log rows for predictions of canonical (contract-validated) rows; with `shadow` (tag, predictions),
+    the challenger's rows too (the same rows: only model, role and prediction differ)."""
+    event_time = spec.event_time(canonical)
+    own = pd.DataFrame(
+        {
+            "logged_at": logged_at or iso_now(),
+            "source": source,
+            "model": model,
+            "role": role,
+            "row_key": row_keys(spec, canonical),
+            "event_time": _iso_text(pd.to_datetime(event_time), "s"),
+            "prediction": np.asarray(predictions, dtype="float64"),
+        },
+        columns=COLUMNS,
+    )
+    rows = pd.concat([own, input_columns(spec, canonical)], axis=1)
+    if shadow is None:
+        return rows
+    tag, values = shadow
+    challenger = rows.assign(model=tag, role=CHALLENGER, prediction=np.asarray(values, dtype="float64"))
+    return pd.concat([rows, challenger], ignore_index=True)
+
+
+def write(engine: Engine, spec: DatasetSpec, rows: pd.DataFrame, table: sa.Table | None = None) -> int:
+    """Append log rows in one transaction: Arrow bulk ingest (ADBC) on SQLite and PostgreSQL."""
+    if rows.empty:
+        return 0
+    table = table if table is not None else ensure_table(engine, spec)
+    if engine.dialect.name in ("sqlite", "postgresql"):
+        bulk = BulkConnection(engine)
+        try:
+            bulk.write([(table, pa.Table.from_pandas(rows, preserve_index=False), {})], [])
+        finally:
+            bulk.close()
+        return len(rows)
+    with engine.begin() as connection:
+        connection.execute(table.insert(), rows.replace({np.nan: None}).to_dict("records"))
+    return len(rows)
+
+
+def read(engine: Engine, spec: DatasetSpec, start: str, end: str, *, source: str | None = None) -> pd.DataFrame:
+    """Logged predictions whose event time lies in [start, end] (a date-only end: that whole day), as stored:
+    the log's columns, then the inputs (dates as ISO text; the contract's `normalise` makes them canonical)."""
+    table = ensure_table(engine, spec)
+    lower, upper = window_bounds(start, end)
+    query = sa.select(table).where(
+        table.c.event_time >= lower.isoformat(timespec="seconds"),
+        table.c.event_time < upper.isoformat(timespec="seconds"),
+    )
+    if source:
+        query = query.where(table.c.source == source)
+    with engine.connect() as connection:
+        logged = pd.read_sql(query.order_by(table.c.id), connection)
+    if not logged.empty:
+        logged["event_time"] = pd.to_datetime(logged["event_time"])
+    return logged
+
+
+def _joined(parts: list) -> np.ndarray | list:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return list(itertools.chain.from_iterable(parts))  # categories: lists of str or None, kept as objects
+
+
+class AsyncLogger:
+    """The API's logger: sample requests, hand them to a thread, never block the answer.
+
+    `submit` only appends a request's canonical columns (the serving validator's own output) to a
+    bounded queue: microseconds. Every `flush_seconds` (a quarter second, so the thread's bursts on the
+    GIL stay short) the thread takes everything queued, scores it with the shadow model if there is
+    one, and writes both models' rows in one insert. When the queue is full, requests are dropped and
+    counted, never waited on.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        spec: DatasetSpec,
+        model: str,
+        *,
+        sample: float = 0.1,
+        shadow: tuple[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
+        max_queued: int = 10_000,
+        flush_seconds: float = 0.25,
+        on_dropped: Callable[[int], None] | None = None,
+        on_written: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.engine, self.spec, self.model = engine, spec, model
+        self.sample, self.shadow = sample, shadow
+        self.flush_seconds = flush_seconds
+        self.queue: queue.Queue[tuple[dict, list[float]]] = queue.Queue(maxsize=max_queued)
+        self.on_dropped = on_dropped or (lambda n: None)
+        self.on_written = on_written or (lambda role, n: None)
+        self.table = ensure_table(engine, spec)
+        self._integers = [n for n in spec.input_columns if spec.columns[n].type == "int"]
+        self._random = random.Random()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, columns: dict, predictions: list[float]) -> None:
+        if self.sample < 1.0 and self._random.random() >= self.sample:
+            return
+        try:
+            self.queue.put_nowait((columns, predictions))
+        except queue.Full:
+            self.on_dropped(len(predictions))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        # One write a flush interval, whatever the request rate: the thread's share of the GIL stays small.
+        while not self._stop.wait(self.flush_seconds):
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        batch = []
+        while True:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if not batch:
+            return
+        try:
+            self._write(batch)
+        except Exception:  # the log must never take the service down
+            log.exception("prediction log: %d requests not written", len(batch))
+            self.on_dropped(sum(len(predictions) for _, predictions in batch))
+
+    def _canonical(self, batch: list[tuple[dict, list[float]]]) -> pd.DataFrame:
+        """One frame from many requests' columns (numpy arrays, or lists for categories)."""
+        frame = pd.DataFrame({name: _joined([columns[name] for columns, _ in batch]) for name in batch[0][0]})
+        for name in self._integers:  # the validator keeps numbers as float64; the contract's ints are Int64
+            frame[name] = frame[name].round().astype("Int64")
+        return frame
+
+    def _write(self, batch: list[tuple[dict, list[float]]]) -> None:
+        canonical = self._canonical(batch)
+        predictions = np.asarray([p for _, values in batch for p in values], dtype="float64")
+        shadow = None if self.shadow is None else (self.shadow[0], self.shadow[1](canonical))
+        rows = entries(self.spec, canonical, predictions, model=self.model, role=CHAMPION, source=API, shadow=shadow)
+        write(self.engine, self.spec, rows, self.table)
+        for role, count in rows["role"].value_counts().items():
+            self.on_written(role, int(count))

@@ -1,0 +1,59 @@
+"""Settings from the environment, read when asked (never at import): the database, params and the project.
+
+Each one has a default that works in a checkout; the environment variable overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tiffin.storage import paths
+
+DEFAULT_DB_URL = "sqlite:///data/tiffin.db"
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # the checkout this package is in (src/tiffin/storage/..)
+
+
+def db_url(override: str | None = None) -> str:
+    """The source database: `--db`, else `TIFFIN_DB_URL`, else the embedded SQLite file."""
+    return override or os.environ.get("TIFFIN_DB_URL") or DEFAULT_DB_URL
+
+
+def params_file() -> Path:
+    """`TIFFIN_PARAMS`, else params.yaml in the working directory."""
+    return Path(os.environ.get("TIFFIN_PARAMS") or paths.PARAMS)
+
+
+def load_params(path: str | Path | None = None) -> dict[str, Any]:
+    with open(path or params_file(), encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def project_file(relative: Path) -> Path | None:
+    """A project file in the working directory if it is a project (has dvc.yaml), else in the
+    working directory or the project this package is in (a Bento's source folder)."""
+    bases = [Path.cwd()] if Path("dvc.yaml").exists() else [Path.cwd(), PROJECT_ROOT]
+    for base in bases:
+        if (base / relative).exists():
+            return base / relative
+    return None
+
+
+def champion_file() -> Path | None:
+    """`TIFFIN_CHAMPION_FILE`, else models/champion.json here or in the project (None: no champion yet)."""
+    if override := os.environ.get("TIFFIN_CHAMPION_FILE"):
+        return Path(override)
+    return project_file(paths.CHAMPION)
+
+
+def model_store_home() -> Path:
+    """The BentoML home whose `models/` is the model store: `BENTOML_HOME`, else the project's `.bentoml/`."""
+    return Path(os.environ.get("BENTOML_HOME") or paths.MODEL_STORE).resolve()
+
+
+def model_store_home_env() -> str:
+    """BENTOML_HOME as the environment has it, for messages ('unset': BentoML's default, ~/bentoml)."""
+    return os.environ.get("BENTOML_HOME") or "unset"
