@@ -101,8 +101,10 @@ def measure(url: str, rows: pd.DataFrame) -> dict:
     again = run_batch(url)  # nothing left to score: the cost of an idempotent re-run
     reset_outputs(url)
     unlogged = run_batch(url, None, "--no-log")  # what writing the prediction log costs
+    reset_outputs(url)
+    threads = run_batch(url, None, "--threads", "2")  # OpenMP's own default here: a thread a core (not pinned)
     return {"seed_seconds": seed_seconds, "window_100k": small, "window_1m": full, "rerun": again,
-            "window_1m_unlogged": unlogged}  # fmt: skip
+            "window_1m_unlogged": unlogged, "window_1m_two_threads": threads}  # fmt: skip
 
 
 def spark_rows_per_s(rows: pd.DataFrame, master: str = "local[2]") -> dict:
@@ -173,6 +175,10 @@ def table(results: dict) -> str:
             bare = run["window_1m_unlogged"]
             lines.append(f"| the same without the prediction log (`--no-log`) | {bare['rows_per_s']:,} | "
                          f"{bare['rows_per_s'] / memory:.2f} | {bare['peak_rss_mib']} MiB | | |")  # fmt: skip
+        if "window_1m_two_threads" in run:
+            two = run["window_1m_two_threads"]
+            lines.append(f"| the model on 2 OpenMP threads (`--threads 2`; default 1) | {two['rows_per_s']:,} | "
+                         f"{two['rows_per_s'] / memory:.2f} | {two['peak_rss_mib']} MiB | | |")  # fmt: skip
     if "rows_per_s" in results.get("spark", {}):
         spark = results["spark"]
         lines.append(f"| batch, Spark `{spark['master']}`, Parquet -> Parquet (session already up) | "

@@ -139,35 +139,47 @@ def _configure_logging() -> None:
 
 @main.command("batch")
 @db_option
-@click.option("--start", help="Window start on the spec's window column (default: the table's first).")
-@click.option("--end", help="Window end, inclusive; a date means the whole day (default: the table's last).")
-@click.option("--since-last", is_flag=True, help="Start where the last successful run of this model ended.")
+@click.option("--start", help="Window start on the spec's window column, inclusive (default: the first row).")
+@click.option("--end", help="Window end, inclusive: a date means that whole day, a date-time that moment (on a date "
+              "column: its day) (default: every row present).")  # fmt: skip
+@click.option("--since-last", is_flag=True, help="Start at this model's watermark: the latest window value it scored.")
 @click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion, models/champion.json).")
 @click.option("--shadow", "shadow_tag", help="Challenger to score the same rows in shadow (default: the champion "
               "file's challenger; 'none': no shadow).")  # fmt: skip
 @click.option("--no-log", is_flag=True, help="Do not write the prediction log (inputs of every prediction).")
-@click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per read/score/write transaction.")
+@click.option("--chunk-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows per read/score/write transaction.")  # fmt: skip
+@click.option("--retry-rejects", is_flag=True, help="Take up rows this model rejected before even if unchanged.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="OpenMP threads for the model (more are slower while this process reads and writes).")  # fmt: skip
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
-              help="local: this process; spark: Apache Spark (pip install 'tiffin[spark]').")  # fmt: skip
+              help="local: this process; spark: Apache Spark (the `spark` extra: uv sync --extra spark).")  # fmt: skip
 @click.option("--master", default="local[*]", show_default=True, help="Spark master URL (with --engine spark).")
 @click.option("--source", help="Spark: a Parquet dataset of raw rows (default: the --db table over JDBC).")
 @click.option(
     "--output", help="Spark: write predictions/ and rejects/ here as Parquet (default: into the --db tables)."
 )
 def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, shadow_tag: str | None,
-          no_log: bool, chunk_rows: int, engine: str, master: str, source: str | None,
-          output: str | None) -> None:  # fmt: skip
+          no_log: bool, chunk_rows: int, retry_rejects: bool, threads: int, engine: str, master: str,
+          source: str | None, output: str | None) -> None:  # fmt: skip
     """Score a window of the source table into `predictions`, exactly once per (key, model).
 
-    Exit codes: 0 success, 3 partial (some rows rejected, see prediction_rejects), 1 failure.
+    Exit codes: 0 success, 3 partial (some rows rejected, see prediction_rejects), 1 failure, 2 usage (a bad
+    window or option), 75 busy (another run is scoring this source: try again later).
     """
-    from tiffin.jobs.batch import BatchJob
+    import sqlalchemy as sa
+
+    from tiffin.jobs.batch import EXIT_BUSY, BatchBusy, BatchJob
     from tiffin.serving.scorer import Scorer
     from tiffin.storage import database
     from tiffin.storage.champion import model_option, serving_models
     from tiffin.storage.modelstore import ModelStore
 
     _configure_logging()
+    try:
+        database.Window.parse(start, end)
+    except database.WindowError as bad:
+        raise click.UsageError(str(bad)) from None
     store, models = ModelStore(), serving_models()
     loaded = store.load(tag or models.champion)
     if engine == "spark":
@@ -178,15 +190,27 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
     if shadow_tag:
         challenger = store.load(shadow_tag)
         shadow = (challenger.tag, Scorer.from_model(challenger))
-    job = BatchJob(database.engine_for(db), Scorer.from_model(loaded), loaded.tag, chunk_rows=chunk_rows,
-                   shadow=shadow, log_predictions=not no_log)  # fmt: skip
     try:
+        job = BatchJob(database.engine_for(db, must_exist=True), Scorer.from_model(loaded), loaded.tag,
+                       chunk_rows=chunk_rows, shadow=shadow, log_predictions=not no_log, retry_rejects=retry_rejects,
+                       threads=threads)  # fmt: skip
         summary = job.run(start, end, since_last)
+    except BatchBusy as busy:
+        click.echo(f"batch not started: {busy}; try again later", err=True)
+        sys.exit(EXIT_BUSY)
+    except (database.DatabaseUnusable, LookupError, sa.exc.OperationalError, sa.exc.InterfaceError) as unusable:
+        click.echo(f"batch failed: {_first_line(unusable)}", err=True)
+        sys.exit(1)
     except Exception as error:  # the run is recorded as failed in batch_runs; say why, exit 1
-        click.echo(f"batch failed: {type(error).__name__}: {error}", err=True)
+        click.echo(f"batch failed: {type(error).__name__}: {_first_line(error)}", err=True)
         sys.exit(1)
     click.echo(summary.line())
     sys.exit(summary.exit_code)
+
+
+def _first_line(error: BaseException) -> str:
+    """An error as one line a person reads: drivers append SQL and links below it."""
+    return (str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _spark_batch(loaded, db: str, source: str | None, output: str | None, master: str,

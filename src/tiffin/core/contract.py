@@ -43,7 +43,14 @@ class ValidationResult:
 
 
 def _problems(index: pd.Index, field: str, raw: pd.Series, rule: str) -> pd.DataFrame:
-    return pd.DataFrame({"row": index, "field": field, "value": raw.loc[index].astype(str), "rule": rule})
+    return pd.DataFrame({"row": index, "field": field, "value": raw.loc[index].map(shown), "rule": rule})
+
+
+def shown(value: object) -> str:
+    """A raw value as text in a problem report; bytes (a BLOB) as SQL hex, x'00FF', never decoded."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"x'{bytes(value).hex().upper()}'"
+    return str(value)
 
 
 def _column_rule(spec: ColumnSpec) -> str:
@@ -120,12 +127,15 @@ class Contract:
         if spec.type in ("int", "float"):
             parser = normalise.resolve(spec.parse) if spec.parse else _to_number
             values = parser(raw).astype("float64")
-            unreadable = present & values.isna().to_numpy()
+            numbers = values.to_numpy()
+            # NaN from a present value, and infinities, are no numbers; NaN, Infinity or 1e400 as text among them.
+            unreadable = present & ~np.isfinite(numbers)
             if spec.type == "int":
-                # 6.0 is the hour 6; 6.5 is no hour at all.
-                unreadable |= (values.notna() & (values != np.floor(values))).to_numpy()
-                values = values.where(~unreadable).astype("Int64")
-            return values, unreadable
+                # 6.0 is the hour 6; 6.5 is no hour at all; 1e19 is beyond a 64-bit integer.
+                with np.errstate(invalid="ignore"):
+                    unreadable |= np.isfinite(numbers) & ((numbers != np.floor(numbers)) | (np.abs(numbers) >= 2.0**63))
+                return values.where(~unreadable).astype("Int64"), unreadable
+            return values.where(~unreadable), unreadable
         if spec.type in ("date", "datetime"):
             values = pd.to_datetime(raw, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
             unreadable = present & values.isna().to_numpy()
@@ -141,7 +151,7 @@ class Contract:
                 return canonical.get(text.lower(), text)
 
             return normalise.map_unique(raw, category), np.zeros(len(raw), dtype=bool)
-        values = raw.where(raw.isna(), raw.astype(str)).astype(object)
+        values = raw.where(raw.isna(), raw.map(shown)).astype(object)
         return values, np.zeros(len(raw), dtype=bool)
 
     def _fill_missing(self, frame: pd.DataFrame, names: list[str]) -> None:
@@ -190,14 +200,14 @@ class Contract:
                 values.append("+".join(str(raw.at[row, k]) for k in self.spec.key))
             else:
                 fields.append(name)
-                values.append(str(raw.at[row, name]) if name in raw.columns else "<missing>")
+                values.append(shown(raw.at[row, name]) if name in raw.columns else "<missing>")
         rules = ["unique key (first kept)" if r == "multiple_fields_uniqueness" else r for r in rules]
         return pd.DataFrame({"row": rows, "field": fields, "value": values, "rule": rules})
 
     def _with_keys(self, rejects: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
         """Put the raw key of each rejected row beside its number, so it can be found at the source."""
         keys = [k for k in self.spec.key if k in raw.columns]
-        located = raw.loc[rejects["row"], keys].astype(str).reset_index(drop=True)
+        located = raw.loc[rejects["row"], keys].map(shown).reset_index(drop=True)
         return pd.concat([rejects[["row"]], located, rejects[["field", "value", "rule"]]], axis=1)
 
     def _finalise(self, valid: pd.DataFrame) -> pd.DataFrame:
@@ -217,7 +227,7 @@ class Contract:
 
 
 def _to_number(raw: pd.Series) -> pd.Series:
-    return pd.to_numeric(normalise.without_booleans(raw), errors="coerce").astype("float64")
+    return normalise.to_numbers(normalise.without_booleans(raw))
 
 
 # -- the same contract, one record at a time ----------------------------------------------------
@@ -308,7 +318,13 @@ class RecordValidator:
     def _well_typed(spec: ColumnSpec, values: list, allowed: frozenset) -> object | None:
         """The fast path: every value already has the JSON type the contract expects, or is null."""
         if spec.type in ("int", "float") and all(v is None or type(v) in (int, float) for v in values):
-            numbers = np.array(values, dtype="float64")  # None becomes NaN
+            try:
+                numbers = np.array(values, dtype="float64")  # None becomes NaN
+            except OverflowError:  # an integer beyond float64: the DataFrame contract names it
+                return None
+            present = numbers[~np.isnan(numbers)]
+            if not np.isfinite(present).all() or (spec.type == "int" and (np.abs(present) >= 2.0**63).any()):
+                return None
             if spec.type == "float" or all(type(v) is not float for v in values):
                 return numbers
             if np.array_equal(numbers, np.floor(numbers), equal_nan=True):

@@ -55,10 +55,26 @@ def without_booleans(raw: pd.Series) -> pd.Series:
     return raw.where(~booleans, None) if booleans.any() else raw
 
 
+def to_numbers(raw: pd.Series) -> pd.Series:
+    """Numbers as float64, NaN where a value is no number; a number beyond float64's range (a JSON or SQL integer
+    of 400 digits) is NaN too, never an OverflowError."""
+    try:
+        return pd.to_numeric(raw, errors="coerce").astype("float64")
+    except (OverflowError, TypeError, ValueError):
+        return map_unique(raw, _float_or_nan).astype("float64")
+
+
+def _float_or_nan(value: object) -> float:
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        return np.nan
+
+
 def hour_of_day(raw: pd.Series) -> pd.Series:
     """Hours as numbers (6, 6.0, '6') or clock text ('6am'); the contract checks the range."""
     raw = without_booleans(raw)
-    numeric = pd.to_numeric(raw, errors="coerce").astype("float64")
+    numeric = to_numbers(raw)
     text = raw.notna() & numeric.isna()
     if text.any():
         numeric[text] = map_unique(raw[text], _clock_hour).astype("float64")

@@ -3,44 +3,61 @@
 Each chunk is read, checked by the contract, scored and written in one transaction, so a run that
 is killed leaves whole chunks only. Predictions are unique on (key, model) and inserted with
 "on conflict do nothing": re-running a window, or overlapping windows, adds nothing and changes no
-earlier result. Chunks are read by key (keyset pagination) and skip keys this model has already
-scored, so memory stays flat with the table's size and a re-run only finishes what is missing.
-Rows that break the contract go to `prediction_rejects` with field, value and rule; every run is
-recorded in `batch_runs`.
+earlier result. Chunks are read by key (keyset pagination, keys as bound values) and skip keys this
+model has already scored, so memory stays flat with the table's size and a re-run only finishes what
+is missing. Rows that break the contract go to `prediction_rejects` with field, value and rule, and
+are not taken up again by the same model until the source row changes (or `retry_rejects`); every
+run is recorded in `batch_runs`.
+
+The window (`storage.database.Window`): start inclusive, end inclusive at the window column's
+granularity; without an end, every row present. The watermark (`--since-last`) only moves forward,
+and only to the latest window value of a row this model scored or rejected. One run at a time per
+source table: a PostgreSQL advisory lock, or a lock file beside the SQLite file; a run that finds
+the lock free marks runs left `running` by a dead process as `abandoned`.
 
 Bulk reads and writes go through ADBC (Arrow-native drivers) for SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from tiffin.core.contract import Contract
+from tiffin.core.contract import Contract, shown
 from tiffin.core.spec import DatasetSpec
 from tiffin.serving.scorer import Scorer
 from tiffin.storage import predlog
 from tiffin.storage.bulk import BulkConnection
 from tiffin.storage.clock import utcnow
-from tiffin.storage.database import bound_values, source_table, window_bounds, window_span
+from tiffin.storage.database import Window, source_table
 
 log = logging.getLogger("tiffin.batch")
 
-SUCCESS, PARTIAL, FAILED, RUNNING = "success", "partial", "failed", "running"
+SUCCESS, PARTIAL, FAILED, RUNNING, ABANDONED = "success", "partial", "failed", "running", "abandoned"
 EXIT_CODES = {SUCCESS: 0, FAILED: 1, PARTIAL: 3}
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another run holds the source; try again later
+WINDOW_UNREADABLE = "window value unreadable"
+DIED = "the process ended without finishing (killed, or its database connection was lost)"
 
 
 def _moment_type() -> sa.types.TypeEngine:
@@ -77,6 +94,8 @@ def batch_tables(engine: Engine, spec: DatasetSpec, source: sa.Table, prefix: st
         sa.Column("rule", sa.Text(), nullable=False),
         sa.Column("run_id", sa.String(36), nullable=False),
         sa.Column("rejected_at", _moment_type(), nullable=False),
+        # What the source row held when rejected: the same row is not read again unless it changes.
+        sa.Column("row_hash", sa.String(40)),
     )  # fmt: skip
     runs = sa.Table(
         f"{prefix}batch_runs", metadata,
@@ -102,29 +121,69 @@ def batch_tables(engine: Engine, spec: DatasetSpec, source: sa.Table, prefix: st
         sa.Column("updated_at", sa.DateTime(), nullable=False),
     )  # fmt: skip
     metadata.create_all(engine)
+    _add_missing_columns(engine, rejects)
     return BatchTables(predictions, rejects, runs, watermarks)
+
+
+def _add_missing_columns(engine: Engine, table: sa.Table) -> None:
+    """Tables made by an earlier version lack newer nullable columns: add them (as create_all does not)."""
+    present = {column["name"] for column in sa.inspect(engine).get_columns(table.name)}
+    with engine.begin() as connection:
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
 
 
 @dataclass(frozen=True)
 class ScoredChunk:
     predictions: pd.DataFrame  # key columns, event_time, prediction
-    rejects: pd.DataFrame  # key columns (as text), field, value, rule
+    rejects: pd.DataFrame  # row (position in the chunk), key columns (as text), field, value, rule
     rejected_rows: int
     valid: pd.DataFrame  # the scored rows in canonical form (for the prediction log and a shadow model)
 
 
 def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> ScoredChunk:
-    """The batch engines' one scoring step: contract, features, model. Local and Spark run this."""
+    """The batch engines' one scoring step: contract, features, model. Local and Spark run this.
+
+    A row whose window value cannot be read as a time is rejected too (it belongs to no window)."""
+    chunk = chunk.reset_index(drop=True)
+    spec = scorer.spec
     result = contract.validate(chunk, serving=True)
-    valid, key = result.valid, scorer.spec.key
+    valid, key, rejects = result.valid, spec.key, result.rejects
+    unreadable = _unreadable_window(chunk, spec.source.window_column, rejects)
+    if len(unreadable):
+        rejects = pd.concat([rejects, unreadable], ignore_index=True).sort_values(["row", "field"], kind="stable")
+        valid = valid.drop(index=unreadable["row"].unique(), errors="ignore")
     predictions = scorer.predict(valid) if len(valid) else []
     scored = chunk.loc[valid.index, key].reset_index(drop=True)
-    scored["event_time"] = scorer.spec.event_time(valid).to_numpy(dtype="datetime64[us]")
+    scored["event_time"] = spec.event_time(valid).to_numpy(dtype="datetime64[us]")
     scored["prediction"] = np.asarray(predictions, dtype="float64")
-    rejects = result.rejects[[*key, "field", "value", "rule"]].astype(
+    rejects = rejects[["row", *key, "field", "value", "rule"]].astype(
         {k: str for k in key} | {"field": str, "value": str, "rule": str}
     )
-    return ScoredChunk(scored, rejects.reset_index(drop=True), result.rejected_rows, valid)
+    return ScoredChunk(scored, rejects.reset_index(drop=True), int(rejects["row"].nunique()), valid)
+
+
+def _unreadable_window(chunk: pd.DataFrame, column: str, rejects: pd.DataFrame) -> pd.DataFrame:
+    """Problems for rows whose window value is no time at all (unless the contract already named that field)."""
+    if column not in chunk.columns or pd.api.types.is_datetime64_any_dtype(chunk[column]):
+        return pd.DataFrame(columns=rejects.columns)
+    raw = chunk[column]
+    as_text = raw.map(lambda v: v if isinstance(v, str) else None)
+    moments = pd.to_datetime(as_text, errors="coerce", format="ISO8601")
+    bad = moments.isna() & ~(raw.map(_is_moment))
+    known = set(rejects.loc[rejects["field"] == column, "row"])
+    rows = [row for row in np.flatnonzero(bad.to_numpy()) if row not in known]
+    if not rows:
+        return pd.DataFrame(columns=rejects.columns)
+    problems = chunk.loc[rows, [k for k in rejects.columns if k in chunk.columns and k not in ("field", "value")]]
+    problems = problems.map(shown).reset_index(names="row")
+    return problems.assign(field=column, value=raw.loc[rows].map(shown).to_numpy(), rule=WINDOW_UNREADABLE)
+
+
+def _is_moment(value: object) -> bool:
+    return isinstance(value, datetime | pd.Timestamp | np.datetime64) and not pd.isna(value)
 
 
 @dataclass
@@ -134,99 +193,190 @@ class RunSummary:
     window_start: str
     window_end: str
     status: str = RUNNING
-    rows_read: int = 0
+    rows_read: int = 0  # committed: rows scored or rejected by this run
     rows_scored: int = 0
     rows_rejected: int = 0
+    rows_skipped: int = 0  # rows rejected before and unchanged since: not taken up again
     duration_s: float = 0.0
     error: str | None = None
+    latest: object = field(default=None, repr=False)  # the latest window value committed (for the watermark)
     chunks: int = field(default=0, repr=False)
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.status, 1)
 
+    def fail(self, error: BaseException) -> None:
+        """Keep the first error: what follows it (a failed rollback, a lost connection) is a consequence."""
+        self.status = FAILED
+        self.error = self.error or f"{type(error).__name__}: {error}"
+
     def line(self) -> str:
+        skipped = f" ({self.rows_skipped} rejected before, unchanged)" if self.rows_skipped else ""
         return (f"batch {self.status}: {self.rows_scored} scored, {self.rows_rejected} rejected of "
-                f"{self.rows_read} read, window {self.window_start} .. {self.window_end}, model {self.model}, "
-                f"{self.duration_s:.1f} s ({self.rows_read / max(self.duration_s, 1e-9):,.0f} rows/s), "
-                f"run {self.run_id}")  # fmt: skip
+                f"{self.rows_read} read{skipped}, window {self.window_start or '(first)'} .. "
+                f"{self.window_end or '(last)'}, model {self.model}, {self.duration_s:.1f} s "
+                f"({self.rows_read / max(self.duration_s, 1e-9):,.0f} rows/s), run {self.run_id}")  # fmt: skip
+
+
+class BatchBusy(RuntimeError):
+    """Another run holds the source table."""
+
+
+class SourceLock:
+    """One batch run at a time per source table: a PostgreSQL advisory lock (held by a connection of its own),
+    or an exclusive lock on a file beside the SQLite file. Either goes when its process dies."""
+
+    def __init__(self, engine: Engine, table: str) -> None:
+        self.engine, self.table = engine, table
+        self._connection: sa.Connection | None = None
+        self._file = None
+
+    def __enter__(self) -> SourceLock:
+        if self.engine.dialect.name == "postgresql":
+            self._key = zlib.crc32(f"tiffin-batch:{self.table}".encode())
+            self._connection = self.engine.connect()
+            got = self._connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar()
+            self._connection.commit()
+            if not got:
+                self._connection.close()
+                self._connection = None
+                key = self._key
+                raise BatchBusy(f"another batch run is scoring {self.table} (PostgreSQL advisory lock {key})")
+        elif self.engine.url.database not in (None, "", ":memory:"):
+            path = Path(f"{self.engine.url.database}.{self.table}.batch-lock")
+            self._file = path.open("a")
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.close()
+                raise BatchBusy(f"another batch run is scoring {self.table} (lock file {path})") from None
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):  # a lost connection has released the lock already
+                # The connection goes back to the pool, still in its session: unlock explicitly.
+                self._connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                self._connection.commit()
+            with contextlib.suppress(Exception):
+                self._connection.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class BatchJob:
     """One run of batch scoring over a window, with one model."""
 
     def __init__(self, engine: Engine, scorer: Scorer, tag: str, *, chunk_rows: int = 100_000, prefix: str = "",
-                 shadow: tuple[str, Scorer] | None = None, log_predictions: bool = True):  # fmt: skip
+                 shadow: tuple[str, Scorer] | None = None, log_predictions: bool = True,
+                 retry_rejects: bool = False, threads: int = 1):  # fmt: skip
         """`shadow`: a challenger (tag, scorer) that scores the same rows into the same tables.
-        `log_predictions`: also write every prediction, with its inputs, to the prediction log."""
+        `log_predictions`: also write every prediction, with its inputs, to the prediction log.
+        `retry_rejects`: take up rows rejected before even if unchanged. `threads`: OpenMP threads for the model
+        (HistGradientBoosting's default of one per core is slower on a machine that is also reading and writing)."""
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
         self.engine = engine
         self.scorer = scorer
         self.spec = scorer.spec
         self.tag = tag
         self.chunk_rows = chunk_rows
         self.shadow = shadow
+        self.retry_rejects = retry_rejects
+        self.threads = threads
         self.contract = Contract(self.spec)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
         self.log_table = predlog.ensure_table(engine, self.spec, prefix) if log_predictions else None
+        self.rejected: dict[str, str | None] = {}  # key text -> row hash of the rows this model rejected
+        self._number_columns = [c.name for c in self.source.c if isinstance(c.type, sa.Integer | sa.Float | sa.Numeric)]
 
     # -- the window ----------------------------------------------------------------------------
 
-    def window(self, start: str | None, end: str | None, since_last: bool) -> tuple[str, str]:
-        low, high = window_span(self.engine, self.spec)
-        if since_last:
-            marks = self.tables.watermarks
-            with self.engine.connect() as connection:
-                mark = connection.execute(
-                    sa.select(marks.c.window_end).where(
-                        marks.c.source == self.source.name, marks.c.model_name == self.tag.split(":")[0]
-                    )
-                ).scalar_one_or_none()
-            # Inclusive: the last window's end may have received rows since (they are not scored yet).
-            start = mark or start
-        if low is None:
-            raise LookupError(f"{self.source.name} is empty: nothing to score")
-        return _iso(start or low), _iso(end or high)
+    def watermark(self) -> str | None:
+        marks = self.tables.watermarks
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sa.select(marks.c.window_end).where(
+                    marks.c.source == self.source.name, marks.c.model_name == self.tag.split(":")[0]
+                )
+            ).scalar_one_or_none()
 
-    def _selection(self, start: str, end: str) -> sa.Select:
+    def _selection(self, window: Window) -> sa.Select:
         column = self.source.c[self.spec.source.window_column]
-        lower, upper = bound_values(column, *window_bounds(start, end))
         predictions = self.tables.predictions
         already = sa.exists().where(
             *[predictions.c[k] == self.source.c[k] for k in self.spec.key], predictions.c.model == self.tag
         )
         wanted = [self.source.c[n] for n in self.spec.input_columns if n in self.source.c]
         keys = [self.source.c[k] for k in self.spec.key]
-        return sa.select(*dict.fromkeys(keys + wanted)).where(column >= lower, column < upper, ~already)
+        return sa.select(*dict.fromkeys([*keys, *wanted, column])).where(*window.conditions(column), ~already)
 
-    def count(self, start: str, end: str) -> int:
+    def count(self, window: Window) -> int:
         with self.engine.connect() as connection:
             return connection.execute(
-                sa.select(sa.func.count()).select_from(self._selection(start, end).subquery())
+                sa.select(sa.func.count()).select_from(self._selection(window).subquery())
             ).scalar_one()
 
-    def chunks(self, bulk: BulkConnection, start: str, end: str) -> Iterator[pd.DataFrame]:
-        """Rows not yet scored by this model, in key order, `chunk_rows` at a time."""
-        keys = [self.source.c[k] for k in self.spec.key]
-        selection = self._selection(start, end).order_by(*keys).limit(self.chunk_rows)
+    def chunks(self, bulk: BulkConnection, window: Window) -> Iterator[pd.DataFrame]:
+        """Rows not yet scored by this model, `chunk_rows` at a time, by keyset pagination with the last position
+        as a bound value: in key order on PostgreSQL; in rowid order on SQLite, whose key columns may hold values
+        of any type (a rowid is always an integer, so no key value can stall or skip the pagination)."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        position = ([sa.literal_column(f'"{self.source.name}".rowid', sa.Integer)] if sqlite
+                    else [self.source.c[k] for k in self.spec.key])  # fmt: skip
+        labels = ["_position"] if sqlite else self.spec.key
+        selection = self._selection(window).order_by(*position).limit(self.chunk_rows)
+        if sqlite:
+            selection = selection.add_columns(position[0].label("_position"))
         last = None
         while True:
-            query = selection if last is None else selection.where(sa.tuple_(*keys) > sa.tuple_(*last))
-            chunk = bulk.read(query)
+            query = selection if last is None else selection.where(sa.tuple_(*position) > sa.tuple_(*last))
+            chunk = self._read(bulk, query)
             if chunk.empty:
                 return
-            yield chunk
-            last = [_python(v) for v in chunk[self.spec.key].iloc[-1]]
+            last = [_python(v) for v in chunk[labels].iloc[-1]]
+            yield chunk.drop(columns=["_position"]) if sqlite else chunk
+
+    def _read(self, bulk: BulkConnection, query: sa.Select) -> pd.DataFrame:
+        """A chunk as the driver types it. On SQLite a column may hold any type in any row: where the driver
+        refuses a chunk, gives a number column as text (it would print its numbers to 7 digits) or a text column
+        as bytes (a BLOB among the text), the chunk is read again with every value as exact text."""
+        if self.engine.dialect.name != "sqlite":
+            return bulk.read(query)
+        try:
+            table = bulk.read_arrow(query)
+            numbers = [name for name in self._number_columns if name in table.column_names]
+            if not any(_textual(table.schema.field(name).type) for name in numbers) and not any(
+                pa.types.is_binary(kind) for kind in table.schema.types
+            ):
+                return table.to_pandas()
+        except Exception:
+            pass
+        exact = [column if column.name == "_position" else _exact_text(column).label(column.name)
+                 for column in query.selected_columns]  # fmt: skip
+        return bulk.read(query.with_only_columns(*exact, maintain_column_froms=True))
 
     # -- one chunk -------------------------------------------------------------------------------
 
-    def score_all(self, chunk: pd.DataFrame, run_id: str, now: object) -> tuple[list[tuple], int, int]:
-        """Everything one chunk writes: (table, rows, constant columns) triples; rows scored, rows rejected."""
+    def score_all(self, chunk: pd.DataFrame, run_id: str, now: object) -> ChunkWrite:
+        """Everything one chunk writes, in one transaction."""
+        chunk = chunk.reset_index(drop=True)
+        keys = _key_texts(chunk, self.spec.key) if self.rejected else None
+        skipped = 0
+        if keys is not None and not self.retry_rejects:
+            unchanged = self._unchanged_rejects(chunk, keys)
+            skipped = int(unchanged.sum())
+            chunk, keys = chunk[~unchanged].reset_index(drop=True), keys[~unchanged].reset_index(drop=True)
         scored = score_chunk(self.scorer, self.contract, chunk)
         same = {"run_id": run_id, "model": self.tag}
+        rejects = scored.rejects.assign(row_hash=_row_hashes(chunk.loc[scored.rejects["row"]])).drop(columns="row")
         writes = [
             (self.tables.predictions, _arrow(scored.predictions), {**same, "scored_at": now}),
-            (self.tables.rejects, _arrow(scored.rejects), {**same, "rejected_at": now}),
+            (self.tables.rejects, _arrow(rejects), {**same, "rejected_at": now}),
         ]
         shadowed = None
         if self.shadow is not None and len(scored.valid):
@@ -239,15 +389,58 @@ class BatchJob:
                                      model=self.tag, role=predlog.CHAMPION, source=predlog.BATCH, logged_at=_iso(now),
                                      shadow=shadowed)  # fmt: skip
             writes.append((self.log_table, _arrow(logged), {}))
-        return writes, len(scored.predictions), scored.rejected_rows
+        # Rows rejected before that changed since: their old problems go, whatever becomes of them now.
+        taken_up = chunk.loc[keys.isin(self.rejected).to_numpy()] if keys is not None else chunk.iloc[:0]
+        return ChunkWrite(writes, self._forget(taken_up), len(chunk), len(scored.predictions), scored.rejected_rows,
+                          skipped, self._latest(chunk, scored))  # fmt: skip
+
+    def _unchanged_rejects(self, chunk: pd.DataFrame, keys: pd.Series) -> np.ndarray:
+        """Rows this model rejected before whose source row is still the same."""
+        candidates = np.flatnonzero(keys.isin(self.rejected).to_numpy())
+        unchanged = np.zeros(len(chunk), dtype=bool)
+        if len(candidates):
+            hashes = _row_hashes(chunk.iloc[candidates])
+            unchanged[candidates] = [self.rejected[keys.iat[i]] == h for i, h in zip(candidates, hashes, strict=True)]
+        return unchanged
+
+    def _forget(self, rows: pd.DataFrame) -> list[sa.Delete]:
+        """Deletes of this model's earlier problems with these rows (a few hundred keys a statement)."""
+        rejects, key = self.tables.rejects, self.spec.key
+        texts = rows[key].map(shown).to_numpy().tolist() if len(rows) else []
+        return [
+            rejects.delete().where(
+                rejects.c.model == self.tag,
+                sa.or_(*[sa.and_(*[rejects.c[k] == v for k, v in zip(key, values, strict=True)]) for values in part]),
+            )
+            for part in (texts[i : i + 200] for i in range(0, len(texts), 200))
+        ]
+
+    def _latest(self, chunk: pd.DataFrame, scored: ScoredChunk) -> object:
+        """The latest readable window value among the chunk's rows (all of them are scored or rejected)."""
+        column = self.spec.source.window_column
+        unreadable = set(scored.rejects.loc[scored.rejects["rule"] == WINDOW_UNREADABLE, "row"])
+        values = chunk[column].drop(index=list(unreadable), errors="ignore")
+        moments = pd.to_datetime(values.map(_moment_or_none), errors="coerce")
+        return None if moments.isna().all() else values.iloc[int(np.nanargmax(moments.to_numpy(dtype="float64")))]
 
     # -- the run ---------------------------------------------------------------------------------
 
     def run(self, start: str | None = None, end: str | None = None, since_last: bool = False) -> RunSummary:
+        """Score the window; raises WindowError for a bad window and BatchBusy when another run holds the source."""
+        window = Window.parse(start, end)
+        with SourceLock(self.engine, self.source.name), threadpool_limits(self.threads, user_api="openmp"):
+            self._abandon_dead_runs()
+            if since_last and (mark := self.watermark()):
+                # Inclusive: the watermark's own time may have received rows since (they are not scored yet).
+                start = mark if window.start is None or Window.parse(mark, None).start > window.start else start
+                window = Window.parse(start, end)
+            return self._run(window, start or "", end or "")
+
+    def _run(self, window: Window, start: str, end: str) -> RunSummary:
         began = time.perf_counter()
-        start, end = self.window(start, end, since_last)
         summary = RunSummary(str(uuid.uuid4()), self.tag, start, end)
         self._record_start(summary)
+        self.rejected = self._rejected_before()
         if self.engine.dialect.name == "sqlite":  # a reader and a writer at once need the WAL journal
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
@@ -255,29 +448,31 @@ class BatchJob:
         try:
             # The count is a second pass over the window: only worth it for a progress bar on a terminal
             # (tqdm's disable=None hides the bar elsewhere: cron, CI, logs).
-            total = self.count(start, end) if sys.stderr.isatty() else None
+            total = self.count(window) if sys.stderr.isatty() else None
             # From here until they close, only the bulk connections touch the database (db.engine_for).
             bulk = [BulkConnection(self.engine), BulkConnection(self.engine)]
             with tqdm(total=total, desc="batch", unit="row", disable=None) as progress:
-                self._pipeline(*bulk, start, end, summary, progress)
+                self._pipeline(*bulk, window, summary, progress)
             summary.status = PARTIAL if summary.rows_rejected else SUCCESS
         except Exception as error:
-            summary.status, summary.error = FAILED, f"{type(error).__name__}: {error}"
+            summary.fail(error)
             raise
         finally:
             for connection in bulk:
                 connection.close()
             summary.duration_s = round(time.perf_counter() - began, 3)
+            if not end and summary.latest is not None:
+                summary.window_end = _iso(summary.latest)
             self._record_end(summary)
         return summary
 
-    def _pipeline(self, reader: BulkConnection, writer: BulkConnection, start: str, end: str,
-                  summary: RunSummary, progress: tqdm) -> None:  # fmt: skip
+    def _pipeline(self, reader: BulkConnection, writer: BulkConnection, window: Window, summary: RunSummary,
+                  progress: tqdm) -> None:  # fmt: skip
         """Read chunk k+1 and write chunk k-1 while chunk k is scored (the drivers release the GIL).
 
         Writes stay in order, one transaction per chunk; a failed write stops the run.
         """
-        chunks = self.chunks(reader, start, end)
+        chunks = self.chunks(reader, window)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-io") as pool:
             upcoming = pool.submit(next, chunks, None)
             writing = None
@@ -292,27 +487,48 @@ class BatchJob:
                 writing.result()
 
     def _scored_chunk(self, bulk: BulkConnection, chunk: pd.DataFrame, summary: RunSummary) -> Callable[[], None]:
-        """Score one chunk now; return its write (one transaction) to run next, in order."""
+        """Score one chunk now; return its write (one transaction) to run next, in order. The run's counters
+        move when the chunk commits, so they always equal what the tables hold."""
         now = _timestamp(self.engine)
-        writes, rows_scored, rejected_rows = self.score_all(chunk, summary.run_id, now)
-        summary.rows_read += len(chunk)
-        summary.rows_scored += rows_scored
-        summary.rows_rejected += rejected_rows
-        summary.chunks += 1
+        chunk_write = self.score_all(chunk, summary.run_id, now)
         runs = self.tables.runs
-        progress = bulk.sql(
-            runs.update().where(runs.c.run_id == summary.run_id).values(
-                rows_read=summary.rows_read, rows_scored=summary.rows_scored, rows_rejected=summary.rows_rejected
-            )
-        )  # fmt: skip
-        event = {"event": "chunk", "run_id": summary.run_id, "chunk": summary.chunks, "rows": len(chunk),
-                 "scored": rows_scored, "rejected": rejected_rows}  # fmt: skip
 
         def write() -> None:
-            bulk.write(writes, [progress])
-            log.info(json.dumps(event))
+            counts = {"rows_read": summary.rows_read + chunk_write.rows,
+                      "rows_scored": summary.rows_scored + chunk_write.scored,
+                      "rows_rejected": summary.rows_rejected + chunk_write.rejected}  # fmt: skip
+            progress = runs.update().where(runs.c.run_id == summary.run_id).values(**counts)
+            bulk.write(chunk_write.writes, [progress], before=chunk_write.before)
+            summary.rows_read, summary.rows_scored, summary.rows_rejected = counts.values()
+            summary.rows_skipped += chunk_write.skipped
+            summary.chunks += 1
+            summary.latest = _later(summary.latest, chunk_write.latest)
+            log.info(json.dumps({"event": "chunk", "run_id": summary.run_id, "chunk": summary.chunks,
+                                 "rows": chunk_write.rows, "scored": chunk_write.scored,
+                                 "rejected": chunk_write.rejected, "skipped": chunk_write.skipped}))  # fmt: skip
 
         return write
+
+    # -- the ledger ------------------------------------------------------------------------------
+
+    def _rejected_before(self) -> dict[str, str | None]:
+        rejects = self.tables.rejects
+        columns = [rejects.c[k] for k in self.spec.key]
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(*columns, rejects.c.row_hash).where(rejects.c.model == self.tag).distinct()
+            ).all()
+        return {"\x1f".join(row[:-1]): row[-1] for row in rows}
+
+    def _abandon_dead_runs(self) -> None:
+        """Runs left `running` on this source while nobody holds its lock: their process is gone."""
+        runs = self.tables.runs
+        with self.engine.begin() as connection:
+            connection.execute(
+                runs.update()
+                .where(runs.c.source == self.source.name, runs.c.status == RUNNING)
+                .values(status=ABANDONED, error=sa.func.coalesce(runs.c.error, DIED), finished_at=utcnow())
+            )
 
     def _record_start(self, summary: RunSummary) -> None:
         with self.engine.begin() as connection:
@@ -323,20 +539,114 @@ class BatchJob:
             ))  # fmt: skip
 
     def _record_end(self, summary: RunSummary) -> None:
-        runs, marks = self.tables.runs, self.tables.watermarks
-        with self.engine.begin() as connection:
-            connection.execute(runs.update().where(runs.c.run_id == summary.run_id).values(
-                finished_at=utcnow(), duration_s=summary.duration_s,
-                status=summary.status, error=summary.error, rows_read=summary.rows_read,
-                rows_scored=summary.rows_scored, rows_rejected=summary.rows_rejected,
-            ))  # fmt: skip
-            if summary.status in (SUCCESS, PARTIAL):
-                key = {"source": self.source.name, "model_name": self.tag.split(":")[0]}
-                connection.execute(marks.delete().where(marks.c.source == key["source"],
-                                                        marks.c.model_name == key["model_name"]))  # fmt: skip
-                connection.execute(marks.insert().values(
-                    **key, window_end=summary.window_end, updated_at=utcnow()
+        """The run's outcome, on a fresh connection (the pooled one may have died with the run). If even that
+        fails, the next run marks this one abandoned."""
+        self.engine.dispose()
+        runs = self.tables.runs
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(runs.update().where(runs.c.run_id == summary.run_id).values(
+                    finished_at=utcnow(), duration_s=summary.duration_s, status=summary.status, error=summary.error,
+                    window_end=summary.window_end, rows_read=summary.rows_read, rows_scored=summary.rows_scored,
+                    rows_rejected=summary.rows_rejected,
                 ))  # fmt: skip
+                if summary.status in (SUCCESS, PARTIAL) and summary.latest is not None:
+                    self._advance_watermark(connection, summary.latest)
+        except Exception:
+            log.exception("batch run %s: its outcome (%s) could not be recorded", summary.run_id, summary.status)
+
+    def _advance_watermark(self, connection: sa.Connection, latest: object) -> None:
+        """Forward only: a back-fill of older rows leaves the watermark where it was."""
+        marks = self.tables.watermarks
+        key = {"source": self.source.name, "model_name": self.tag.split(":")[0]}
+        where = [marks.c.source == key["source"], marks.c.model_name == key["model_name"]]
+        current = connection.execute(sa.select(marks.c.window_end).where(*where)).scalar_one_or_none()
+        if current is not None and _later(current, latest) is current:
+            return
+        connection.execute(marks.delete().where(*where))
+        connection.execute(marks.insert().values(**key, window_end=_iso(latest), updated_at=utcnow()))
+
+
+@dataclass(frozen=True)
+class ChunkWrite:
+    """What one chunk writes, and its counts."""
+
+    writes: list[tuple[sa.Table, pa.Table, dict]]
+    before: list[sa.Delete]  # earlier problems of rows taken up again
+    rows: int
+    scored: int
+    rejected: int
+    skipped: int
+    latest: object
+
+
+def _exact_text(column: sa.ColumnElement) -> sa.ColumnElement:
+    """A SQLite value as text, whatever it holds: a REAL to 17 digits (exact), a BLOB as x'..' hex."""
+    kind = sa.func.typeof(column)
+    return sa.case(
+        (kind == "blob", sa.literal("x'") + sa.func.hex(column) + sa.literal("'")),
+        (kind == "real", sa.func.printf("%!.17g", column)),  # 17 digits: the same double back
+        else_=sa.cast(column, sa.Text),
+    )
+
+
+def _textual(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+
+
+def _key_texts(frame: pd.DataFrame, key: list[str]) -> pd.Series:
+    """Each row's key as one text, as the rejects table holds it (each key column as text)."""
+    texts = frame[key[0]].map(shown)
+    for name in key[1:]:
+        texts = texts + "\x1f" + frame[name].map(shown)
+    return texts.reset_index(drop=True)
+
+
+def _row_hashes(rows: pd.DataFrame) -> list[str]:
+    """A fingerprint of each raw row, the same whichever way a driver typed its values (7, 7.0, '7')."""
+    return [hashlib.sha1("\x1f".join(map(_value_text, row)).encode()).hexdigest()
+            for row in rows.itertuples(index=False, name=None)]  # fmt: skip
+
+
+def _value_text(value: object) -> str:
+    """One value as text for the row's fingerprint: numbers by value (7, 7.0 and '7' alike), NULL and NaN alike."""
+    if value is None or value is pd.NaT or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return "\0"
+    if isinstance(value, bool | np.bool_ | bytes | bytearray | memoryview):
+        return shown(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, str):
+        try:
+            return str(int(value))
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return value
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return str(int(number)) if np.isfinite(number) and number.is_integer() else repr(number)
+    return str(value)
+
+
+def _moment_or_none(value: object) -> object:
+    return value if isinstance(value, str) or _is_moment(value) else None
+
+
+def _later(first: object, second: object) -> object:
+    """The later of two window values (text or moments); None is earlier than anything."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    a, b = (
+        pd.to_datetime(_moment_or_none(first), errors="coerce"),
+        pd.to_datetime(_moment_or_none(second), errors="coerce"),
+    )
+    if pd.isna(b):
+        return first
+    return second if pd.isna(a) or b > a else first
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
@@ -350,6 +660,8 @@ def _timestamp(engine: Engine) -> object:
 
 
 def _iso(value: object) -> str:
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 

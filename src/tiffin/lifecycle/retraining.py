@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle import monitoring
-from tiffin.storage.database import bound_values, source_table, window_bounds, window_span
+from tiffin.storage.database import Window, source_table, window_span
 from tiffin.storage.modelstore import LoadedModel
 
 SPLIT_DATES = ("validation_start", "test_start")
@@ -72,9 +72,10 @@ def rows_after(engine: Engine, spec: DatasetSpec, day: date) -> int:
     table = source_table(engine, spec)
     column = table.c[spec.source.window_column]
     after = (day + timedelta(days=1)).isoformat()
-    lower, _ = bound_values(column, *window_bounds(after, after))  # typed like the column
     with engine.connect() as connection:
-        return connection.execute(sa.select(sa.func.count()).where(column >= lower)).scalar_one()
+        return connection.execute(
+            sa.select(sa.func.count()).where(*Window.parse(after, None).conditions(column))
+        ).scalar_one()
 
 
 def triggers(

@@ -1,15 +1,28 @@
 """The bulk path to SQLite and PostgreSQL: ADBC (Arrow-native drivers), Arrow in, Arrow out, one transaction a write.
 
 The batch runner reads and writes its chunks through it, and the prediction log appends through it: far faster
-than row-by-row inserts.
+than row-by-row inserts. SQLAlchemy builds every statement; its values travel as bound parameters (never spliced
+into the SQL text), typed by SQLAlchemy's own bind processors, so a key such as `5%$` or `O'Brien` is a value
+like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+
+# The placeholders each ADBC driver understands: `?` for SQLite, `$1` for PostgreSQL.
+_DIALECTS = {
+    "sqlite": sqlite.dialect(paramstyle="qmark"),
+    "postgresql": postgresql.psycopg.dialect(paramstyle="numeric_dollar"),
+}
 
 
 class BulkConnection:
@@ -17,51 +30,81 @@ class BulkConnection:
 
     def __init__(self, engine: Engine) -> None:
         url = engine.url
-        if url.get_backend_name() == "sqlite":
+        backend = url.get_backend_name()
+        if backend == "sqlite":
             import adbc_driver_sqlite.dbapi as driver
 
             self.connection = driver.connect(url.database)
             with self.connection.cursor() as cursor:  # wait for the other connection, don't fail
                 cursor.execute("PRAGMA busy_timeout = 60000")
-        elif url.get_backend_name() == "postgresql":
+        elif backend == "postgresql":
             import adbc_driver_postgresql.dbapi as driver
 
             self.connection = driver.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
         else:
-            raise NotImplementedError(f"batch scoring supports SQLite and PostgreSQL, not {url.get_backend_name()}")
+            raise NotImplementedError(f"batch scoring supports SQLite and PostgreSQL, not {backend}")
         self.engine = engine
+        self.dialect = _DIALECTS[backend]
 
-    def sql(self, statement: sa.sql.ClauseElement) -> str:
-        """SQLAlchemy builds the statement; values are rendered (and quoted) by the dialect."""
-        return str(statement.compile(self.engine, compile_kwargs={"literal_binds": True}))
+    def compile(self, statement: sa.sql.ClauseElement) -> tuple[str, list[Any]]:
+        """The statement's SQL text with placeholders, and its values in order, as SQLAlchemy would send them."""
+        compiled = statement.compile(dialect=self.dialect)
+        params = compiled.construct_params()
+        values = []
+        for name in compiled.positiontup or []:
+            value, bind = params[name], compiled.binds[name]
+            process = bind.type.dialect_impl(self.dialect).bind_processor(self.dialect)
+            values.append(process(value) if process and value is not None else value)
+        return str(compiled), values
+
+    def execute(self, cursor: Any, statement: sa.sql.ClauseElement) -> None:
+        sql, values = self.compile(statement)
+        if values:
+            cursor.execute(sql, values)
+        else:
+            cursor.execute(sql)
 
     def read(self, statement: sa.sql.ClauseElement) -> pd.DataFrame:
-        with self.connection.cursor() as cursor:
-            cursor.execute(self.sql(statement))
-            return cursor.fetch_arrow_table().to_pandas()
+        return self.read_arrow(statement).to_pandas()
 
-    def write(self, batches: list[tuple[sa.Table, pa.Table, dict]], finally_sql: list[str]) -> None:
-        """Insert each table's rows (plus constant columns), skipping keys already there; commit once."""
+    def read_arrow(self, statement: sa.sql.ClauseElement) -> pa.Table:
+        with self.connection.cursor() as cursor:
+            self.execute(cursor, statement)
+            return cursor.fetch_arrow_table()
+
+    def write(
+        self,
+        batches: list[tuple[sa.Table, pa.Table, dict]],
+        then: Sequence[sa.sql.ClauseElement] = (),
+        *,
+        before: Sequence[sa.sql.ClauseElement] = (),
+    ) -> None:
+        """Run `before`, insert each table's rows (plus constant columns) skipping keys already there, then run
+        `then` (e.g. the run's progress); all in one transaction. A failure rolls it back and is raised as it came."""
         with self.connection.cursor() as cursor:
             try:
+                for statement in before:
+                    self.execute(cursor, statement)
                 for table, rows, constants in batches:
                     if rows.num_rows == 0:
                         continue
-                    cursor.adbc_ingest(f"staging_{table.name}", rows, mode="replace", temporary=True)
-                    names = [*rows.column_names, *constants]
-                    values = [f'"{name}"' for name in rows.column_names]
-                    values += [self.sql(sa.literal(value, table.c[name].type)) for name, value in constants.items()]
-                    columns = ", ".join(f'"{name}"' for name in names)
-                    cursor.execute(
-                        f'INSERT INTO "{table.name}" ({columns}) SELECT {", ".join(values)} '
-                        f'FROM "staging_{table.name}" WHERE true ON CONFLICT DO NOTHING'
-                    )
-                for statement in finally_sql:
-                    cursor.execute(statement)
+                    staging = f"staging_{table.name}"
+                    cursor.adbc_ingest(staging, rows, mode="replace", temporary=True)
+                    source = sa.table(staging, *[sa.column(name) for name in rows.column_names])
+                    fixed = [sa.cast(sa.literal(value), table.c[name].type) for name, value in constants.items()]
+                    rows_and_constants = sa.select(*source.c, *fixed).where(sa.true())  # WHERE: SQLite's ON CONFLICT
+                    insert = table.insert().from_select([*rows.column_names, *constants], rows_and_constants)
+                    sql, values = self.compile(insert)
+                    cursor.execute(f"{sql} ON CONFLICT DO NOTHING", values or None)
+                for statement in then:
+                    self.execute(cursor, statement)
                 self.connection.commit()
             except BaseException:
-                self.connection.rollback()
+                # The cause is what matters: a rollback on a dead connection must not replace it.
+                with contextlib.suppress(Exception):
+                    self.connection.rollback()
                 raise
 
     def close(self) -> None:
-        self.connection.close()
+        with contextlib.suppress(Exception):  # a connection the server already dropped
+            self.connection.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +22,41 @@ from tiffin.core.spec import DatasetSpec
 SEED_CHUNK_ROWS = 5_000
 
 
-def engine_for(url: str) -> Engine:
-    """An engine for `url`; for a SQLite file, its folder is created first.
+class DatabaseUnusable(RuntimeError):
+    """A database URL that cannot be used as given: the message says why and what to do."""
+
+
+def engine_for(url: str, *, must_exist: bool = False) -> Engine:
+    """An engine for `url`; for a SQLite file, its folder is created first, unless `must_exist` (a reader such as
+    the batch runner never creates a database: a mistyped path is an error, not a new empty file).
 
     SQLite connections are not pooled: the batch runner's bulk driver (ADBC) carries its own copy of
     SQLite, and two copies in one process must never have the same file open at once (their locks
     do not see each other). Opening a SQLite file is cheap.
     """
-    parsed = sa.engine.make_url(url)
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseUnusable(
+            f"{url!r} is not a database URL: use e.g. sqlite:///data/tiffin.db or postgresql+psycopg://user@host/db"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            if must_exist and not path.is_file():
+                raise DatabaseUnusable(
+                    f"no SQLite database at {path.resolve()}: check --db, or seed it (`tiffin db seed`)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
         return sa.create_engine(url, poolclass=sa.pool.NullPool)
-    return sa.create_engine(url)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except sa.exc.NoSuchModuleError:
+        raise DatabaseUnusable(
+            f"{parsed.render_as_string()}: no database driver {parsed.drivername!r} (SQLite and PostgreSQL are tested)"
+        ) from None
+    except sa.exc.ArgumentError as bad:
+        raise DatabaseUnusable(f"cannot use {parsed.render_as_string()}: {bad}") from None
 
 
 def _sql_type(series: pd.Series) -> sa.types.TypeEngine:
@@ -128,24 +150,78 @@ def window_span(engine: Engine, spec: DatasetSpec) -> tuple[object, object]:
     return low, high
 
 
-def window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
-    """A closed window [start, end]; a date-only end includes that whole day."""
-    lower = datetime.fromisoformat(start)
-    upper = datetime.fromisoformat(end)
-    if len(end) <= len("YYYY-MM-DD"):
-        upper += timedelta(days=1)
-    return lower, upper
+class WindowError(ValueError):
+    """A window that cannot be read, or whose start is after its end."""
 
 
-def bound_values(column: sa.Column, lower: datetime, upper: datetime) -> tuple[object, object]:
-    """Bounds typed like the column, so the comparison is done by the database, on any backend."""
+def _moment(text: str, which: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise WindowError(
+            f"{which} {text!r} is not an ISO date or date-time (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS)"
+        ) from None
+    return moment.replace(tzinfo=None) if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A closed window on a time column, either side optional: `start` inclusive, `end` inclusive at the column's
+    granularity. A date-only end, or any end on a date column, takes in that whole day; a date-time end on a
+    date-time column takes in that moment itself."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    end_is_day: bool = False
+
+    @classmethod
+    def parse(cls, start: str | None, end: str | None) -> Window:
+        """From ISO text (`--start`, `--end`); raises WindowError for unreadable text or a start after the end."""
+        lower = _moment(start, "start") if start else None
+        upper = _moment(end, "end") if end else None
+        window = cls(lower, upper, bool(end) and len(end.strip()) <= len("YYYY-MM-DD"))
+        if lower is not None and upper is not None and lower >= window.upper_exclusive():
+            raise WindowError(f"the window's start {start} is after its end {end}")
+        return window
+
+    def upper_exclusive(self, day_granularity: bool = False) -> datetime:
+        """The first moment after the window (for `end`: itself plus a microsecond, or the next day)."""
+        assert self.end is not None
+        if self.end_is_day or day_granularity:
+            return datetime.combine(self.end.date() + timedelta(days=1), datetime.min.time())
+        return self.end + timedelta(microseconds=1)
+
+    def conditions(self, column: sa.ColumnElement, *, text_sep: str = " ") -> list[sa.ColumnElement]:
+        """The window as SQL conditions on `column`, with bounds typed like it (compared by the database).
+
+        Text columns hold ISO dates or date-times, whose text order is their time order (`text_sep` is what
+        stands between date and time in them)."""
+        day_column = isinstance(column.type, sa.Date) and not isinstance(column.type, sa.DateTime)
+        found = []
+        if self.start is not None:
+            found.append(column >= _typed(column, self.start, text_sep))
+        if self.end is not None:
+            if self.end_is_day or day_column:
+                found.append(column < _typed(column, self.upper_exclusive(day_granularity=True), text_sep))
+            else:
+                found.append(column <= _typed(column, self.end, text_sep))
+        return found
+
+
+def _typed(column: sa.ColumnElement, moment: datetime, text_sep: str) -> object:
     if isinstance(column.type, sa.DateTime):
-        return lower, upper
+        return moment
     if isinstance(column.type, sa.Date):
-        return lower.date(), upper.date()
-    # Text columns hold ISO dates/times, whose text order is their time order.
-    text = [b.date().isoformat() if b.time() == datetime.min.time() else b.isoformat(sep=" ") for b in (lower, upper)]
-    return text[0], text[1]
+        return moment.date()
+    if moment.time() == datetime.min.time():
+        return moment.date().isoformat()
+    return moment.isoformat(sep=text_sep)
+
+
+def window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
+    """A closed window [start, end] as (start, first moment after it); a date-only end includes that whole day."""
+    window = Window.parse(start, end)
+    return window.start, window.upper_exclusive()
 
 
 def read_window(
@@ -153,9 +229,8 @@ def read_window(
 ) -> Iterator[pd.DataFrame]:
     """Raw rows whose window column lies in [start, end], ordered by key, in chunks."""
     table = source_table(engine, spec)
-    column = table.c[spec.source.window_column]
-    lower, upper = bound_values(column, *window_bounds(start, end))
-    query = sa.select(table).where(column >= lower, column < upper).order_by(*[table.c[k] for k in spec.key])
+    conditions = Window.parse(start, end).conditions(table.c[spec.source.window_column])
+    query = sa.select(table).where(*conditions).order_by(*[table.c[k] for k in spec.key])
     with engine.connect().execution_options(stream_results=True) as connection:
         result = connection.execute(query)
         while rows := result.fetchmany(chunk_rows):

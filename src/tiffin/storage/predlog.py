@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from tiffin.core.spec import DatasetSpec
 from tiffin.storage.bulk import BulkConnection
 from tiffin.storage.clock import iso_now
-from tiffin.storage.database import window_bounds
+from tiffin.storage.database import Window
 
 log = logging.getLogger("tiffin.predlog")
 
@@ -156,11 +156,7 @@ def read(engine: Engine, spec: DatasetSpec, start: str, end: str, *, source: str
     """Logged predictions whose event time lies in [start, end] (a date-only end: that whole day), as stored:
     the log's columns, then the inputs (dates as ISO text; the contract's `normalise` makes them canonical)."""
     table = ensure_table(engine, spec)
-    lower, upper = window_bounds(start, end)
-    query = sa.select(table).where(
-        table.c.event_time >= lower.isoformat(timespec="seconds"),
-        table.c.event_time < upper.isoformat(timespec="seconds"),
-    )
+    query = sa.select(table).where(*Window.parse(start, end).conditions(table.c.event_time, text_sep="T"))
     if source:
         query = query.where(table.c.source == source)
     with engine.connect() as connection:
