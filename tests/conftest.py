@@ -75,13 +75,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'source.db'}"
         return
-    url = request.getfixturevalue("postgres_url")
-    yield url
+    yield request.getfixturevalue("postgres_db")
+
+
+def drop_all_tables(url: str) -> None:
     engine = sa.create_engine(url)
     tables = sa.MetaData()
     tables.reflect(engine)
-    tables.drop_all(engine)  # each test starts from an empty database
+    tables.drop_all(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[str]:
+    """The session's PostgreSQL database for one test, emptied afterwards: each test starts from an empty one."""
+    yield postgres_url
+    drop_all_tables(postgres_url)
 
 
 class Project:

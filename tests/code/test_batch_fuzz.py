@@ -105,7 +105,7 @@ def check_invariants(url: str, spec: DatasetSpec, rows: int, run_id: str) -> Non
 
 @pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_hostile_values_of_every_type_in_every_column(dialect, tmp_path, request, bike_spec, bike_raw, scorer):
-    url = f"sqlite:///{tmp_path / 'fuzz.db'}" if dialect == "sqlite" else request.getfixturevalue("postgres_url")
+    url = f"sqlite:///{tmp_path / 'fuzz.db'}" if dialect == "sqlite" else request.getfixturevalue("postgres_db")
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=IN_CI, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip

@@ -152,9 +152,9 @@ def test_a_second_run_over_the_same_source_exits_busy(reproduced_project: Projec
 
 @pytest.mark.postgres
 def test_a_database_that_goes_away_mid_run_leaves_the_cause_and_no_running_run(
-    reproduced_project: Project, postgres_url: str, bike_spec, bike_raw
+    reproduced_project: Project, postgres_db: str, bike_spec, bike_raw
 ) -> None:
-    url = seeded_source(postgres_url, bike_spec, bike_raw)
+    url = seeded_source(postgres_db, bike_spec, bike_raw)
     running = batch(reproduced_project, url, "--chunk-rows", "100", wait=False)
     deadline = time.monotonic() + 120
     while (scalar(url, "SELECT COUNT(*) FROM predictions") or 0) < 300:

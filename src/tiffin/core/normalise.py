@@ -1,6 +1,6 @@
 """Named parsers that turn raw source values into canonical ones.
 
-A spec names them (`parse: hour_of_day`, `fill_missing: {using: weekday_name, from: dteday}`);
+A spec names them (`parse: hour_of_day`, `fill_missing: {using: weekday_name, from: <a date column>}`);
 a user can also give `package.module:function`. Each takes and returns a pandas Series; a value
 that cannot be parsed becomes NA, and the contract reports it with the raw value.
 """

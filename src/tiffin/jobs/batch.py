@@ -138,9 +138,10 @@ def _add_missing_columns(engine: Engine, table: sa.Table) -> None:
 @dataclass(frozen=True)
 class ScoredChunk:
     predictions: pd.DataFrame  # key columns, event_time, prediction
-    rejects: pd.DataFrame  # row (position in the chunk), key columns (as text), field, value, rule
+    rejects: pd.DataFrame  # key columns (as text), field, value, rule
     rejected_rows: int
     valid: pd.DataFrame  # the scored rows in canonical form (for the prediction log and a shadow model)
+    reject_positions: np.ndarray  # each reject line's row in the chunk (its position)
 
 
 def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> ScoredChunk:
@@ -159,10 +160,11 @@ def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> Scor
     scored = chunk.loc[valid.index, key].reset_index(drop=True)
     scored["event_time"] = spec.event_time(valid).to_numpy(dtype="datetime64[us]")
     scored["prediction"] = np.asarray(predictions, dtype="float64")
-    rejects = rejects[["row", *key, "field", "value", "rule"]].astype(
+    positions = rejects["row"].to_numpy(dtype="int64")
+    rejects = rejects[[*key, "field", "value", "rule"]].astype(
         {k: str for k in key} | {"field": str, "value": str, "rule": str}
     )
-    return ScoredChunk(scored, rejects.reset_index(drop=True), int(rejects["row"].nunique()), valid)
+    return ScoredChunk(scored, rejects.reset_index(drop=True), len(set(positions)), valid, positions)
 
 
 def _unreadable_window(chunk: pd.DataFrame, column: str, rejects: pd.DataFrame) -> pd.DataFrame:
@@ -373,7 +375,7 @@ class BatchJob:
             chunk, keys = chunk[~unchanged].reset_index(drop=True), keys[~unchanged].reset_index(drop=True)
         scored = score_chunk(self.scorer, self.contract, chunk)
         same = {"run_id": run_id, "model": self.tag}
-        rejects = scored.rejects.assign(row_hash=_row_hashes(chunk.loc[scored.rejects["row"]])).drop(columns="row")
+        rejects = scored.rejects.assign(row_hash=_row_hashes(chunk.iloc[scored.reject_positions]))
         writes = [
             (self.tables.predictions, _arrow(scored.predictions), {**same, "scored_at": now}),
             (self.tables.rejects, _arrow(rejects), {**same, "rejected_at": now}),
@@ -418,7 +420,7 @@ class BatchJob:
     def _latest(self, chunk: pd.DataFrame, scored: ScoredChunk) -> object:
         """The latest readable window value among the chunk's rows (all of them are scored or rejected)."""
         column = self.spec.source.window_column
-        unreadable = set(scored.rejects.loc[scored.rejects["rule"] == WINDOW_UNREADABLE, "row"])
+        unreadable = set(scored.reject_positions[(scored.rejects["rule"] == WINDOW_UNREADABLE).to_numpy()])
         values = chunk[column].drop(index=list(unreadable), errors="ignore")
         moments = pd.to_datetime(values.map(_moment_or_none), errors="coerce")
         return None if moments.isna().all() else values.iloc[int(np.nanargmax(moments.to_numpy(dtype="float64")))]
