@@ -172,9 +172,9 @@ def _unreadable_window(chunk: pd.DataFrame, column: str, rejects: pd.DataFrame) 
     if column not in chunk.columns or pd.api.types.is_datetime64_any_dtype(chunk[column]):
         return pd.DataFrame(columns=rejects.columns)
     raw = chunk[column]
-    as_text = raw.map(lambda v: v if isinstance(v, str) else None)
-    moments = pd.to_datetime(as_text, errors="coerce", format="ISO8601")
-    bad = moments.isna() & ~(raw.map(_is_moment))
+    distinct = raw.drop_duplicates()  # hours of a day repeat its date: judge each distinct value once
+    unreadable = distinct[_moments(distinct).isna().to_numpy()]
+    bad = raw.isin(unreadable) | raw.isna()
     known = set(rejects.loc[rejects["field"] == column, "row"])
     rows = [row for row in np.flatnonzero(bad.to_numpy()) if row not in known]
     if not rows:
@@ -182,6 +182,13 @@ def _unreadable_window(chunk: pd.DataFrame, column: str, rejects: pd.DataFrame) 
     problems = chunk.loc[rows, [k for k in rejects.columns if k in chunk.columns and k not in ("field", "value")]]
     problems = problems.map(shown).reset_index(names="row")
     return problems.assign(field=column, value=raw.loc[rows].map(shown).to_numpy(), rule=WINDOW_UNREADABLE)
+
+
+def _moments(values: pd.Series) -> pd.Series:
+    """Window values as times (NaT where a value is no time: text that is no ISO date, a number, bytes)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    return pd.to_datetime(values.map(_moment_or_none), errors="coerce", format="ISO8601")
 
 
 def _is_moment(value: object) -> bool:
@@ -421,8 +428,8 @@ class BatchJob:
         """The latest readable window value among the chunk's rows (all of them are scored or rejected)."""
         column = self.spec.source.window_column
         unreadable = set(scored.reject_positions[(scored.rejects["rule"] == WINDOW_UNREADABLE).to_numpy()])
-        values = chunk[column].drop(index=list(unreadable), errors="ignore")
-        moments = pd.to_datetime(values.map(_moment_or_none), errors="coerce")
+        values = chunk[column].drop(index=list(unreadable), errors="ignore").drop_duplicates()
+        moments = _moments(values)
         return None if moments.isna().all() else values.iloc[int(np.nanargmax(moments.to_numpy(dtype="float64")))]
 
     # -- the run ---------------------------------------------------------------------------------
