@@ -5,7 +5,9 @@ Three request types, named in Locust's statistics:
 - `single`: one record (most traffic);
 - `multi`: 50 records;
 - `invalid`: a record that breaks the contract; it must be refused with a 4xx, which counts as a
-  success; anything else (a 2xx or a 5xx) is a failure.
+  success; anything else (a 2xx or a 5xx) is a failure. The breakages come from the contract itself, as the
+  service documents it (`/docs.json`): a value beyond a field's range, outside its closed set, of the wrong
+  type, an impossible date, a required field left empty. No field of any dataset is named here.
 """
 
 from __future__ import annotations
@@ -13,15 +15,57 @@ from __future__ import annotations
 import json
 import os
 import random
+import urllib.request
 from pathlib import Path
 
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, between, events, task
 
 RECORDS = json.loads(Path(os.environ.get("TIFFIN_LOADTEST_RECORDS", "reports/loadtest/records.json")).read_text())
-BREAKAGES = [("hr", 77), ("temp", "warm"), ("weathersit", "Sunny"), ("dteday", "2012-02-30"), ("season", None)]
 HEADERS = {"Content-Type": "application/json"}
 if token := os.environ.get("TIFFIN_API_TOKEN"):
     HEADERS["Authorization"] = f"Bearer {token}"
+BREAKAGES: list[tuple[str, object]] = []
+
+
+def record_schema(node: object) -> dict | None:
+    """The request record's JSON Schema in the OpenAPI document: the object titled `<dataset> record`."""
+    if isinstance(node, dict):
+        if str(node.get("title", "")).endswith(" record") and "properties" in node:
+            return node
+        node = list(node.values())
+    if isinstance(node, list):
+        return next((found for child in node if (found := record_schema(child))), None)
+    return None
+
+
+def breakages(schema: dict) -> list[tuple[str, object]]:
+    """(field, value) pairs the contract must refuse, one kind of breakage per field."""
+    found = []
+    for name, field in schema["properties"].items():
+        nullable = "anyOf" in field
+        field = field["anyOf"][0] if nullable else field
+        if "enum" in field:
+            found.append((name, "<not in the closed set>"))
+        elif "maximum" in field:
+            found.append((name, field["maximum"] + 1000))
+        elif field.get("type") in ("integer", "number"):
+            found.append((name, "not a number"))
+        elif field.get("format") in ("date", "date-time"):
+            found.append((name, "2012-02-30"))
+        if name in schema.get("required", []) and not nullable:
+            found.append((name, None))
+    return found
+
+
+@events.test_start.add_listener
+def learn_the_contract(environment, **_: object) -> None:
+    """Read the contract from the service under test, before the first request."""
+    request = urllib.request.Request(f"{environment.host}/docs.json", headers=HEADERS)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        schema = record_schema(json.loads(response.read()))
+    if schema is None or not (found := breakages(schema)):
+        raise RuntimeError(f"{environment.host}/docs.json documents no record schema to break")
+    BREAKAGES.extend(found)
 
 
 class Client(FastHttpUser):
