@@ -59,10 +59,9 @@ retrain: setup
 ## serve: the real-time API on http://127.0.0.1:$(PORT) (Ctrl-C stops it)
 serve: setup
 	@tiffin models check
-	@echo "Serving $$(python -c 'from tiffin.storage.champion import serving_models; print(serving_models().champion)') on http://127.0.0.1:$(PORT) (docs: /docs). Try:"
-	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' \\"
-	@echo "    -d '{\"rows\": [{\"dteday\": \"2012-06-01\", \"hr\": 8, \"season\": \"summer\", \"holiday\": \"No\", \"weekday\": \"Fri\", \"workingday\": \"Yes\", \"weathersit\": \"Clear\", \"temp\": 21.3, \"atemp\": 25.0, \"hum\": 60.0, \"windspeed\": 12.0}]}'"
-	bentoml serve service.app:Tiffin --port $(PORT)
+	@echo "Serving $$(python -c 'from tiffin.storage.champion import serving_models; print(serving_models().champion)') on http://127.0.0.1:$(PORT) (API documents: / and /docs.json). Try:"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' -d '$$(python -m tiffin.serving.openapi)'"
+	tiffin serve service.app:Tiffin --port $(PORT)
 
 ## bento: export the locked requirements and build the Bento (in $(BENTOML_HOME))
 bento: repro

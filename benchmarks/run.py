@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import joblib
@@ -22,6 +23,7 @@ import pandas as pd
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import load_spec
+from tiffin.jobs.overload import OverloadResult, overload
 from tiffin.serving.openapi import request_json
 from tiffin.serving.server import BentoServer
 from tiffin.storage.champion import serving_models
@@ -195,6 +197,14 @@ def main() -> None:
             results[name] = measure("service.app:Tiffin", env | {"TIFFIN_DB_URL": log_db, **extra}, single, multi,
                                     latency=True, name=name)  # fmt: skip
             results[name]["rows_logged"] = logged_rows(log_db)
+        # Four times the capacity, with what it takes to shed it (tests/service/test_overload.py checks the bounds).
+        records = tmp / "records.json"
+        records.write_text(request_json(pd.read_parquet(ROOT / "data/split/test.parquet")[spec.input_columns]))
+        with BentoServer(
+            "service.app:Tiffin", cwd=ROOT, env=env | {"TIFFIN_LOG_SAMPLE": "0"}, log=OUT / "overload.log"
+        ) as server:
+            server.wait_ready()
+            results["overload"] = asdict(overload(server, records, OUT / "overload"))
     single_rate = results["tiffin"]["single"]["requests_per_s"]
     results["ratios"] = {
         "vs_noop": round(single_rate / results["noop"]["single"]["requests_per_s"], 3),
@@ -202,8 +212,9 @@ def main() -> None:
     }
     results["machine"] = {"cpus": os.cpu_count(), "seconds_per_run": SECONDS, "took_s": round(time.monotonic() - began)}
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (OUT / "table.md").write_text(table(results) + "\n" + logging_table(results))
-    print(table(results) + "\n" + logging_table(results))
+    tables = table(results) + "\n" + logging_table(results) + "\n" + OverloadResult(**results["overload"]).table()
+    (OUT / "table.md").write_text(tables)
+    print(tables)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,10 @@ from typing import Any
 
 import bentoml
 
-from tiffin.serving import ServiceConfig
+from tiffin.serving.config import ServiceConfig
 
 CONFIG = ServiceConfig.from_env()
-SETTINGS = {
-    "workers": CONFIG.workers,
-    "traffic": {"timeout": CONFIG.timeout_seconds, "max_concurrency": CONFIG.max_concurrency},
-    "logging": {"access": {"enabled": CONFIG.access_log}},
-}
+SETTINGS = CONFIG.bentoml_options()
 
 
 @bentoml.service(name="noop", **SETTINGS)

@@ -47,6 +47,15 @@ def bike_raw() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def bike_example(bike_spec: DatasetSpec, bike_raw: pd.DataFrame) -> dict:
+    """One real record of the example in canonical JSON form: the base that hostile records change."""
+    from tiffin.core.contract import Contract
+
+    canonical = Contract(bike_spec).validate(bike_raw.head(50)).valid
+    return json.loads(canonical[bike_spec.input_columns].head(1).to_json(orient="records", date_format="iso"))[0]
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards.
 

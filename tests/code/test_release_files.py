@@ -59,3 +59,14 @@ def test_the_deployment_probes_and_the_token_come_from_the_service_contract() ->
     token = next(e for e in container["env"] if e["name"] == "TIFFIN_API_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == "tiffin-api"
     assert {"requests", "limits"} <= set(container["resources"])
+
+
+def test_the_gate_remeasures_a_timing_miss_but_never_a_wrong_answer() -> None:
+    from tiffin.jobs.loadtest import ObjectiveResult, worth_remeasuring
+
+    def check(metric: str, passed: bool) -> ObjectiveResult:
+        return ObjectiveResult("single", metric, 1.0, 2.0, passed)
+
+    assert not worth_remeasuring([check("p99_ms", True), check("min_rps", True)])
+    assert worth_remeasuring([check("p99_ms", False), check("min_rps", False), check("max_failure_ratio", True)])
+    assert not worth_remeasuring([check("p99_ms", False), check("max_failure_ratio", False)])

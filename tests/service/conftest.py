@@ -21,7 +21,7 @@ def serve(project: Project, tmp: Path, target: str = "service.app:Tiffin", cwd: 
 
 
 @pytest.fixture(scope="session")
-def api(reproduced_project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api_server(reproduced_project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BentoServer]:
     """The service from this checkout, with small limits so the tests can reach them."""
     server = serve(
         reproduced_project,
@@ -29,8 +29,13 @@ def api(reproduced_project: Project, tmp_path_factory: pytest.TempPathFactory) -
         TIFFIN_MAX_ROWS="3000",
         TIFFIN_MAX_BODY_BYTES="1500000",
     )
-    yield server.url
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def api(api_server: BentoServer) -> str:
+    return api_server.url
 
 
 @pytest.fixture(scope="session")

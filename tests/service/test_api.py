@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
+from pathlib import Path
 
 import httpx
 import joblib
@@ -14,6 +16,7 @@ import pytest
 from tiffin.core.contract import Contract
 
 from ..conftest import Project
+from .conftest import serve
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +148,9 @@ def test_health_readiness_and_docs(api) -> None:
     assert httpx.get(f"{api}/livez").status_code == 200
     assert httpx.get(f"{api}/readyz").status_code == 200
     schema = httpx.get(f"{api}/docs.json").json()
-    rows = schema["components"]["schemas"]["predict__Input"]["properties"]["rows"]
+    request = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert request["additionalProperties"] is False  # another top-level key is a 400
+    rows = request["properties"]["rows"]
     fields = rows["items"]["properties"]
     assert fields["hr"] == {
         "type": "integer",
@@ -187,9 +192,110 @@ def test_with_a_token_predict_needs_it_and_health_and_metrics_stay_open(guarded_
         assert httpx.get(f"{guarded_api}{path}").status_code == 200
 
 
-def test_past_its_concurrency_the_service_answers_429_fast(guarded_api, bike_spec, test_rows) -> None:
+def test_past_its_concurrency_the_service_answers_429_with_retry_after(guarded_api, bike_spec, test_rows) -> None:
     records = as_records(test_rows, bike_spec.input_columns) * 3  # a few milliseconds each
     auth = {"Authorization": "Bearer s3cret"}
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(lambda _: predict(guarded_api, records, headers=auth).status_code, range(32)))
+        answers = list(pool.map(lambda _: predict(guarded_api, records, headers=auth), range(32)))
+    statuses = [answer.status_code for answer in answers]
     assert set(statuses) <= {200, 429} and statuses.count(429) > 0 and statuses.count(200) > 0
+    shed = next(answer for answer in answers if answer.status_code == 429)
+    assert shed.headers["retry-after"] == "1" and "TIFFIN_MAX_CONCURRENCY" in shed.json()["error"]
+
+
+# -- issue 13: hostile input and overload, on a real server ----------------------------------------------------
+
+
+def test_another_top_level_key_is_a_400_naming_it(api, bike_spec, test_rows) -> None:
+    records = as_records(test_rows.head(1), bike_spec.input_columns)
+    response = httpx.post(f"{api}/predict", json={"rows": records, "model": "other"}, timeout=30)
+    assert response.status_code == 400
+    assert (
+        response.json()["detail"][0]["loc"] == ["model"] and response.json()["detail"][0]["type"] == "extra_forbidden"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "rule"),
+    [
+        ({"dteday": "2012"}, "dteday", "type: date (YYYY-MM-DD)"),
+        ({"dteday": 20120601}, "dteday", "type: date (YYYY-MM-DD)"),
+        ({"weekday": "NOT_THE_DAY"}, "weekday", "agrees_with: weekday_name(dteday)"),
+        ({"temperature": 21}, "temperature", "unknown field"),
+        ({"temp": 10**400}, "temp", "type: number"),
+    ],
+)
+def test_what_was_scored_wrongly_is_a_400_naming_field_and_rule(api, bike_spec, test_rows, change, field, rule) -> None:
+    record = as_records(test_rows.head(1), bike_spec.input_columns)[0]
+    if change.get("weekday") == "NOT_THE_DAY":  # any weekday but the date's own
+        change = {"weekday": next(d for d in ("Mon", "Tue") if d != record["weekday"])}
+    response = predict(api, [{**record, **change}])
+    assert response.status_code == 400
+    [problem] = response.json()["detail"]
+    assert problem["field"] == field and problem["rule"].startswith(rule)
+
+
+def test_a_huge_bad_value_is_echoed_cut_and_marked(api, bike_spec, test_rows) -> None:
+    record = as_records(test_rows.head(1), bike_spec.input_columns)[0]
+    response = predict(api, [{**record, "temp": "x" * 1_000_000}])
+    assert response.status_code == 400 and len(response.content) < 1_000
+    assert response.json()["detail"][0]["value"].endswith("… (cut: 1,000,000 characters)")
+
+
+def test_a_request_that_cannot_be_parsed_logs_one_line(api_server) -> None:
+    before = api_server.log.read_text(errors="replace").count("\n")
+    response = httpx.post(f"{api_server.url}/predict", content=b'{"rows": [{"secret": "abc', timeout=30,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400
+    time.sleep(0.5)  # the log is written by the worker, then flushed by the arbiter
+    added = api_server.log.read_text(errors="replace").splitlines()[before:]
+    refused = [line for line in added if "/predict" in line]
+    assert len(refused) == 1 and "json_invalid" in refused[0] and "secret" not in "\n".join(added)
+    assert "Traceback" not in "\n".join(added)
+
+
+def test_unknown_paths_share_one_metrics_label(api) -> None:
+    def series() -> list[str]:
+        return [line for line in httpx.get(f"{api}/metrics").text.splitlines() if not line.startswith("#")]
+
+    for number in range(50):
+        httpx.get(f"{api}/probe-{number}%00%ff")
+    after_some = series()
+    for number in range(50, 250):
+        httpx.get(f"{api}/probe-{number}%00%ff")
+    after_more = series()
+    assert len(after_more) == len(after_some)  # no new series from new paths
+    assert not any("probe-" in line for line in after_more)
+    assert any('endpoint="<other>",http_response_code="404"' in line for line in after_more)
+
+
+def test_with_a_token_everything_but_health_metrics_and_documents_needs_it(guarded_api) -> None:
+    for path in ("/", "/dashboard/", "/dashboard/metrics.json", "/dashboard"):
+        assert httpx.get(f"{guarded_api}{path}").status_code == 401, path
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        answer = httpx.get(f"{guarded_api}/dashboard/", headers={"Authorization": f"{scheme} s3cret"})
+        assert answer.status_code == 404 and "/work" not in answer.text and str(Path.home()) not in answer.text
+        assert "reports/monitor/latest/index.html" in answer.json()["error"]
+    redirect = httpx.get(f"{guarded_api}/dashboard", headers={"Authorization": "bearer s3cret", "Host": "evil.example"})
+    assert redirect.status_code == 307 and redirect.headers["location"] == "/dashboard/"
+
+
+def test_a_second_instance_on_the_same_store_leaves_the_first_ones_metrics(
+    reproduced_project: Project, tmp_path: Path, api: str, bike_spec, test_rows
+) -> None:
+    """`bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir; `tiffin serve` counts in a folder of its own."""
+    records = as_records(test_rows.head(3), bike_spec.input_columns)
+    predict(api, records)
+
+    def served() -> float:
+        lines = httpx.get(f"{api}/metrics").text.splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith("tiffin_predictions_total{"))
+
+    before = served()
+    second = serve(reproduced_project, tmp_path)
+    try:
+        assert predict(second.url, records).status_code == 200
+        assert served() >= before > 0
+    finally:
+        second.stop()
+    assert served() >= before

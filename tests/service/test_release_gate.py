@@ -50,6 +50,11 @@ def test_the_gate_fails_when_an_objective_is_out_of_reach(
     assert (
         "| single | p99_ms | <= 0.001 |" in done.stdout and "**FAIL**" in done.stdout and "gate FAILED" in done.stdout
     )
+    # A timing miss is measured once more, and both runs are reported; the second decides.
+    assert "measuring once more" in done.stdout and "on re-measuring" in done.stdout
+    verdict = json.loads((out / "gate.json").read_text())
+    assert len(verdict["runs"]) == 2 and not verdict["passed"]
+    assert "### Re-measured" in (out / "gate.md").read_text()
 
 
 def test_the_gate_fails_when_the_server_cannot_start(reproduced_project: Project, tmp_path: Path) -> None:

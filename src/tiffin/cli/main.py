@@ -346,6 +346,20 @@ def simulate(start: datetime, end: datetime, step_days: int, workdir: Path, out:
     click.echo(f"report: {page}")
 
 
+@main.command("serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def serve(arguments: tuple[str, ...]) -> None:
+    """`bentoml serve ARGUMENTS` with a Prometheus folder of this server's own.
+
+    BentoML empties `$BENTOML_HOME/prometheus_multiproc_dir` as a server starts, so two servers on one model
+    store would erase each other's metrics; each `tiffin serve` counts in `$BENTOML_HOME/metrics-instances/<pid>`.
+    Example: `tiffin serve service.app:Tiffin --port 3000`.
+    """
+    from tiffin.serving.server import serve as serve_bento
+
+    serve_bento(list(arguments))
+
+
 @main.command("loadtest")
 @click.option("--bento", default="tiffin:latest", show_default=True, help="The built Bento to start and test.")
 @click.option("--host", help="Test a service already running here instead (e.g. http://127.0.0.1:3000).")

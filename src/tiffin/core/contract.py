@@ -59,7 +59,7 @@ def _column_rule(spec: ColumnSpec) -> str:
         "int": f"type: integer{' (' + spec.parse + ')' if spec.parse else ''}",
         "float": "type: number",
         "date": "type: date (YYYY-MM-DD)",
-        "datetime": "type: datetime (ISO 8601)",
+        "datetime": "type: datetime (YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+HH:MM])",
     }.get(spec.type, f"type: {spec.type}")
 
 
@@ -137,7 +137,9 @@ class Contract:
                 return values.where(~unreadable).astype("Int64"), unreadable
             return values.where(~unreadable), unreadable
         if spec.type in ("date", "datetime"):
-            values = pd.to_datetime(raw, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+            documented = normalise.iso_text(raw, normalise.ISO_DAY if spec.type == "date" else normalise.ISO_MOMENT)
+            values = pd.to_datetime(raw.where(documented), errors="coerce", format="ISO8601", utc=True)
+            values = values.dt.tz_localize(None)
             unreadable = present & values.isna().to_numpy()
             if spec.type == "date":
                 unreadable |= (values.notna() & (values != values.dt.normalize())).to_numpy()
@@ -172,12 +174,20 @@ class Contract:
         """
         schema = self.serving_schema if serving else self.training_schema
         raw = raw.reset_index(drop=True)
-        frame, problems = self.normalise(raw, list(schema.columns))
+        names = list(schema.columns)
+        given = {name: raw[name] for name in names if name in raw.columns}
+        frame, problems = self.normalise(raw, names)
         failures = [problems]
         try:
             schema.validate(frame, lazy=True)
         except SchemaErrors as errors:
             failures.append(self._schema_failures(errors.failure_cases, raw))
+        # Last, so that a value outside its own type, range or set is reported as such, not as a disagreement.
+        present = frame.copy()
+        for name, values in given.items():
+            present[name] = present[name].where(values.notna().to_numpy())  # a filled value agrees by definition
+        for name, rows in disagreements(self.spec, present, names).items():
+            failures.append(_problems(raw.index[rows], name, raw[name], agreement_rule(self.spec.columns[name])))
         rejects = (
             pd.concat(failures, ignore_index=True)
             .drop_duplicates(["row", "field"], keep="first")  # an unreadable value is not also "null"
@@ -226,6 +236,34 @@ class Contract:
         return ~keep
 
 
+def agreement_rule(spec: ColumnSpec) -> str:
+    assert spec.agrees_with is not None
+    return f"agrees_with: {spec.agrees_with.using}({spec.agrees_with.from_})"
+
+
+def disagreements(spec: DatasetSpec, columns: pd.DataFrame | dict, names: list[str]) -> dict[str, np.ndarray]:
+    """Positions where a given value differs from what its declared source says (`agrees_with`): a weekday
+    that is not its date's. Canonical columns (a frame, or the record validator's arrays) before any fill."""
+    found = {}
+    for name in names:
+        rule = spec.columns[name].agrees_with
+        if rule is None or rule.from_ not in columns:
+            continue
+        given = pd.Series(columns[name], dtype=object if spec.columns[name].type in ("category", "string") else None)
+        source = pd.Series(columns[rule.from_])
+        both = (given.notna() & source.notna()).to_numpy()
+        if not both.any():
+            continue
+        given, derived = given[both], normalise.resolve(rule.using)(source[both])
+        if pd.api.types.is_numeric_dtype(given):
+            differs = given.astype("float64").to_numpy() != derived.astype("float64").to_numpy()
+        else:
+            differs = given.astype(str).to_numpy() != derived.astype(str).to_numpy()
+        if differs.any():
+            found[name] = np.flatnonzero(both)[differs]
+    return found
+
+
 def _to_number(raw: pd.Series) -> pd.Series:
     return normalise.to_numbers(normalise.without_booleans(raw))
 
@@ -237,6 +275,7 @@ def _to_number(raw: pd.Series) -> pd.Series:
 # and tests/code/test_contract_serving.py proves both paths accept, reject and canonicalise alike.
 
 _MISSING = object()
+UNKNOWN_FIELD_RULE = "unknown field: not an input of the contract (the spec's `unknown_fields: ignore` allows it)"
 _YEARS_SERVED = r"^(1[7-9]|2[01])[0-9]{2}-"  # 1700 .. 2199
 _FIRST_DAY, _LAST_DAY = np.datetime64("1678-01-01"), np.datetime64("2262-01-01")
 
@@ -258,12 +297,17 @@ def json_schema(spec: ColumnSpec) -> dict:
         schema["maximum"] = spec.max
     if spec.description:
         schema["description"] = spec.description
+    if spec.agrees_with:  # a rule across fields, which JSON Schema cannot state: said in words and as an extension
+        rule = spec.agrees_with
+        said = f"Must equal {rule.using}({rule.from_}) (a 400 otherwise)"
+        schema["description"] = f"{schema['description']}. {said}" if "description" in schema else said
+        schema["x-agrees-with"] = {"using": rule.using, "from": rule.from_}
     if spec.example is not None:
         schema["examples"] = [spec.example]
     if spec.nullable or spec.fill_missing:
         schema = {
             "anyOf": [schema, {"type": "null"}],
-            **{k: schema.pop(k) for k in ("description", "examples") if k in schema},
+            **{k: schema.pop(k) for k in ("description", "examples", "x-agrees-with") if k in schema},
         }
     return schema
 
@@ -283,6 +327,10 @@ class RecordValidator:
         self.columns = spec.input_columns
         self._rule_texts = {name: self._rules(spec.columns[name]) for name in self.columns}
         self._allowed = {name: frozenset(spec.columns[name].values or ()) for name in self.columns}
+        self._known = frozenset(self.columns)
+        rules = {name: spec.columns[name].agrees_with for name in self.columns}
+        self._agreements = [(name, rule) for name, rule in rules.items() if rule and rule.from_ in self.columns]
+        self._derived: dict[tuple[str, object], object] = {}  # (column, source value) -> what the source says
 
     @staticmethod
     def _rules(spec: ColumnSpec) -> dict[str, str]:
@@ -293,13 +341,44 @@ class RecordValidator:
     def validate(self, records: list[dict]) -> tuple[dict[str, object], list[dict]]:
         """Canonical columns, and problems as row/field/value/rule (sorted by row)."""
         columns, problems = {}, []
+        if self.spec.unknown_fields == "refuse":
+            self._refuse_unknown(records, problems)
         for name in self.columns:
             values = [record.get(name, _MISSING) for record in records]
             columns[name] = self._column(name, values, problems)
+        for name, rows in self._disagreements(columns).items():
+            for row in rows:
+                self._problem(problems, int(row), name, records[row][name], agreement_rule(self.spec.columns[name]))
         self._fill_missing(columns)
         self._reject_nulls(columns, problems)
         problems.sort(key=lambda problem: problem["row"])
         return columns, problems
+
+    def _refuse_unknown(self, records: list[dict], problems: list[dict]) -> None:
+        """A field the contract does not name is a client's mistake (a typo, the target, another API's field)."""
+        known = self._known
+        for row, record in enumerate(records):
+            if not record.keys() <= known:
+                for name in record.keys() - known:
+                    self._problem(problems, row, name, record[name], UNKNOWN_FIELD_RULE)
+
+    def _disagreements(self, columns: dict[str, object]) -> dict[str, list[int]]:
+        """`disagreements` for one request without pandas: each distinct source value (a day) is derived once and
+        remembered, since requests repeat them; a new one costs one call of the spec's function."""
+        found = {}
+        for name, rule in self._agreements:
+            given, source = columns[name], columns[rule.from_]
+            rows = [row for row in range(len(source)) if not _null(given[row]) and not _null(source[row])]
+            unknown = list({source[row] for row in rows if (name, source[row]) not in self._derived})
+            if unknown:
+                if len(self._derived) > 100_000:  # a client sending ever new values cannot grow it for good
+                    self._derived.clear()
+                derived = normalise.resolve(rule.using)(pd.Series(unknown)).tolist()
+                self._derived.update(((name, value), result) for value, result in zip(unknown, derived, strict=True))
+            differs = [row for row in rows if not _same(given[row], self._derived[(name, source[row])])]
+            if differs:
+                found[name] = differs
+        return found
 
     # -- one column ---------------------------------------------------------------------------
 
@@ -408,7 +487,17 @@ class RecordValidator:
 
 def _is_day(text: str) -> bool:
     """'2012-06-01', or the same day at midnight as an ISO datetime ('2012-06-01T00:00:00')."""
-    return len(text) == 10 or (len(text) == 19 and text.endswith("T00:00:00"))
+    return (len(text) == 10 or (len(text) == 19 and text.endswith("T00:00:00"))) and normalise.ISO_DAY.fullmatch(text)
+
+
+def _null(value: object) -> bool:
+    return value is None or value != value  # NaN and NaT are not equal to themselves
+
+
+def _same(given: object, derived: object) -> bool:
+    if isinstance(given, str) or isinstance(derived, str):
+        return str(given) == str(derived)
+    return float(given) == float(derived)
 
 
 def _is_null(column: object) -> np.ndarray:

@@ -7,6 +7,7 @@ that cannot be parsed becomes NA, and the contract reports it with the raw value
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import re
 from collections.abc import Callable
@@ -86,7 +87,31 @@ def weekday_name(dates: pd.Series) -> pd.Series:
     return dates.dt.dayofweek.map(lambda day: WEEKDAYS[int(day)] if pd.notna(day) else None)
 
 
-PARSERS: dict[str, Parser] = {"hour_of_day": hour_of_day, "weekday_name": weekday_name}
+def hour(moments: pd.Series) -> pd.Series:
+    """The hour (0-23) of each datetime: an hour column that must agree with its timestamp."""
+    return moments.dt.hour.astype("float64")
+
+
+# The documented text forms of dates and moments (ISO 8601 / RFC 3339), nothing looser: pandas' ISO8601 parser
+# also reads '2012' or '2012-06' as a day, which would score a request for a day nobody asked about.
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]00:00(?::00(?:\.0{1,9})?)?)?", re.ASCII)
+ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?", re.ASCII)
+
+
+def iso_text(raw: pd.Series, pattern: re.Pattern) -> pd.Series:
+    """Which values may be read as a date or moment: text of `pattern`, or a date/time object (a database's)."""
+
+    def readable(value: object) -> bool:
+        if isinstance(value, str):
+            return pattern.fullmatch(value) is not None
+        return isinstance(value, datetime.date | np.datetime64)  # datetime and pd.Timestamp are dates too
+
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return pd.Series(True, index=raw.index)
+    return map_unique(raw, readable).astype(bool)
+
+
+PARSERS: dict[str, Parser] = {"hour_of_day": hour_of_day, "weekday_name": weekday_name, "hour": hour}
 
 
 def resolve(name: str) -> Parser:

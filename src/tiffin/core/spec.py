@@ -23,7 +23,8 @@ class _Strict(BaseModel):
 
 
 class FillSpec(_Strict):
-    """Derive a missing value from another column, e.g. the weekday from the date."""
+    """A column as a named function of another (`using` from `from`), e.g. the weekday of the date: to fill a
+    missing value (`fill_missing`), or to check that a given one agrees (`agrees_with`)."""
 
     using: str
     from_: str = Field(alias="from")
@@ -37,6 +38,7 @@ class ColumnSpec(_Strict):
     values: list[str] | None = None
     parse: str | None = None
     fill_missing: FillSpec | None = None
+    agrees_with: FillSpec | None = None  # a present value must equal `using(from)`, else the row is refused
     description: str = ""
     example: Any = None
 
@@ -106,6 +108,8 @@ class DatasetSpec(_Strict):
     features: FeatureSpec
     model: ModelSpec = ModelSpec()
     evaluation: EvaluationSpec
+    # A request field the contract does not name: refused (a 400 naming it), or ignored.
+    unknown_fields: Literal["refuse", "ignore"] = "refuse"
 
     @model_validator(mode="after")
     def _references_are_declared(self) -> DatasetSpec:
@@ -127,8 +131,9 @@ class DatasetSpec(_Strict):
         if leaked:
             raise ValueError(f"{sorted(leaked)} can never be model inputs (target or never_features)")
         for name, col in self.columns.items():
-            if col.fill_missing and col.fill_missing.from_ not in self.columns:
-                raise ValueError(f"{name}.fill_missing.from names an undeclared column")
+            for rule, derived in (("fill_missing", col.fill_missing), ("agrees_with", col.agrees_with)):
+                if derived and derived.from_ not in self.columns:
+                    raise ValueError(f"{name}.{rule}.from names an undeclared column")
         return self
 
     @property

@@ -104,8 +104,10 @@ def _headers() -> dict[str, str]:
     return headers
 
 
-def run_locust(host: str, config: GateConfig, locustfile: Path, records: Path, out: Path) -> dict[str, dict]:
+def run_locust(host: str, config: GateConfig, locustfile: Path, records: Path, out: Path,
+               env: dict[str, str] | None = None) -> dict[str, dict]:  # fmt: skip
     """Locust headless against `host` for a bounded time; its statistics per request type."""
+    out.mkdir(parents=True, exist_ok=True)
     locust = Path(sys.executable).parent / "locust"
     ramp = config.users / config.spawn_rate
     command = [
@@ -114,7 +116,7 @@ def run_locust(host: str, config: GateConfig, locustfile: Path, records: Path, o
         "--run-time", f"{int(ramp + config.run_seconds)}s", "--stop-timeout", "5",
         "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--only-summary", "--loglevel", "WARNING",
     ]  # fmt: skip
-    env = {**os.environ, "TIFFIN_LOADTEST_RECORDS": str(records)}
+    env = {**os.environ, "TIFFIN_LOADTEST_RECORDS": str(records), **(env or {})}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=config.run_seconds + ramp + 120)
     stats_file = out / "locust_stats.csv"
     if not stats_file.exists():
@@ -175,17 +177,30 @@ def gate(*, bento: str | None, host: str | None, slo: Path, out: Path, run_secon
         else:
             wait_until_ready(host, ready_timeout)
         warm_up(host, records, config.warmup_seconds)
-        stats = run_locust(host, config, locustfile, records, out)
+        runs = [judge_objectives(run_locust(host, config, locustfile, records, out), config)]
+        if worth_remeasuring(runs[0]):
+            print(table(runs[0]) + "a latency or throughput objective missed: measuring once more", flush=True)
+            runs.append(judge_objectives(run_locust(host, config, locustfile, records, out / "remeasured"), config))
     except (ServerFailed, OSError, RuntimeError) as failure:
         print(f"the server failed: {failure}", file=sys.stderr)
         return SERVER_FAILED
     finally:
         if server is not None:
             server.stop()
-    checks = judge_objectives(stats, config)
+    checks = runs[-1]  # the deciding run: the only one, or the second after a timing miss in the first
     verdict = all(check.passed for check in checks)
-    (out / "gate.json").write_text(json.dumps({"passed": verdict, "checks": [asdict(c) for c in checks]}, indent=2))
-    (out / "gate.md").write_text(table(checks))
+    report = {"passed": verdict, "checks": [asdict(c) for c in checks], "runs": [[asdict(c) for c in r] for r in runs]}
+    (out / "gate.json").write_text(json.dumps(report, indent=2))
+    tables = [f"### {name}\n\n{table(run)}" for name, run in zip(("First run", "Re-measured"), runs, strict=False)]
+    (out / "gate.md").write_text("\n".join(tables))
     print(table(checks))
-    print(f"gate {'passed' if verdict else 'FAILED'}; Locust report: {out / 'report.html'}")
+    print(f"gate {'passed' if verdict else 'FAILED'}{' on re-measuring' if len(runs) > 1 else ''}; "
+          f"Locust report: {out / 'report.html'}")  # fmt: skip
     return 0 if verdict else OBJECTIVES_MISSED
+
+
+def worth_remeasuring(checks: list[ObjectiveResult]) -> bool:
+    """A latency or throughput miss can be the machine's (another job, a hiccup): measure once more, report both.
+    A wrong answer (the failure ratio) is the service's: never re-measured."""
+    missed = [check for check in checks if not check.passed]
+    return bool(missed) and all(check.metric != "max_failure_ratio" for check in missed)

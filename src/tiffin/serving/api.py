@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from tiffin.core.spec import DatasetSpec
 from tiffin.serving.config import ServiceConfig
 from tiffin.serving.metrics import LOG_DROPPED, LOGGED
+from tiffin.serving.openapi import ECHO_CHARACTERS
 from tiffin.serving.scorer import Scorer
 from tiffin.storage.database import engine_for
 from tiffin.storage.modelstore import LoadedModel
 from tiffin.storage.predlog import AsyncLogger
+
+BENTOML_REQUEST_ERRORS = "bentoml._internal.server.http_app"  # the logger of BentoML's `log_exception`
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,37 @@ def refuse_size(rows: list, max_rows: int) -> Refusal | None:
 
 def problems_body(problems: list[dict], rows: int) -> dict[str, Any]:
     bad = len({problem["row"] for problem in problems})
-    return {"error": f"{bad} of {rows} rows break the contract; nothing was predicted", "detail": problems}
+    detail = [{**problem, "value": cut(problem["value"])} for problem in problems]
+    return {"error": f"{bad} of {rows} rows break the contract; nothing was predicted", "detail": detail}
+
+
+def cut(text: str, limit: int = ECHO_CHARACTERS) -> str:
+    """An echoed value, cut and marked as cut past `limit` characters."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… (cut: {len(text):,} characters)"
+
+
+class OneLineClientErrors(logging.Filter):
+    """BentoML logs a request it cannot parse (a client's mistake: a 400) with a traceback and a snippet of the
+    input; keep one line without the input: the client got the details in its 400."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            kinds = sorted({problem["type"] for problem in error.errors(include_input=False)})
+            where = record.getMessage().replace("Exception on", "Refused")
+            record.msg = f"{where}: 400, {error.error_count()} request error(s) ({', '.join(kinds)})"
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install `OneLineClientErrors` on the logger BentoML reports request errors with (once per process)."""
+    logger = logging.getLogger(BENTOML_REQUEST_ERRORS)
+    if not any(isinstance(f, OneLineClientErrors) for f in logger.filters):
+        logger.addFilter(OneLineClientErrors())
 
 
 def prediction_logger(

@@ -13,26 +13,50 @@ from tiffin.serving.openapi import OPEN_PATHS, describing_errors
 
 
 class GuardMiddleware:
-    """Bearer-token auth (when TIFFIN_API_TOKEN is set) and a body-size limit, as plain ASGI."""
+    """Bearer-token auth (when TIFFIN_API_TOKEN is set), the worker's concurrency limit and a body-size limit,
+    as plain ASGI, before BentoML reads the body."""
 
     def __init__(self, app: Any, config: ServiceConfig) -> None:
         self.app = app
         self.config = config
+        self.in_flight = 0  # requests of this worker being read, queued or scored (one event loop: no lock)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/docs.json":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/docs.json":
             await self.app(scope, receive, rewriting_send(send, describing_errors))
             return
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] in ("GET", "HEAD"):
+        if path in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         if self.config.api_token and not self._authorised(headers.get(b"authorization", b"")):
             await _respond(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
             return
+        if path == "/dashboard":  # Starlette's own redirect would name the Host header's host: stay relative
+            await _respond(send, 307, {"error": "see /dashboard/"}, [(b"location", b"/dashboard/")])
+            return
+        if self.in_flight >= self.config.max_concurrency:
+            # Full: say so at once (a queue would only turn load into latency and time-outs).
+            body = {"error": f"busy: {self.in_flight} requests in progress on this worker (TIFFIN_MAX_CONCURRENCY)"}
+            await _respond(send, 429, body, [(b"retry-after", b"1")])
+            return
+        self.in_flight += 1
+        try:
+            await self._guarded(scope, headers, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _guarded(self, scope: dict, headers: dict, receive: Any, send: Any) -> None:
+        if scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
         media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
         if media_type != b"application/json":  # BentoML would try other parsers, and 500 on some
-            body = {"error": f"send JSON (Content-Type: application/json), not {media_type.decode()!r}"}
+            body = {"error": f"send JSON (Content-Type: application/json), not {media_type.decode(errors='replace')!r}"}
             await _respond(send, 415, body)
             return
         length = headers.get(b"content-length")
@@ -53,8 +77,10 @@ class GuardMiddleware:
         await self.app(scope, receive, send)
 
     def _authorised(self, header: bytes) -> bool:
-        expected = f"Bearer {self.config.api_token}".encode()
-        return hmac.compare_digest(header, expected)
+        scheme, _, credentials = header.strip().partition(b" ")
+        expected = self.config.api_token.encode()
+        # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant time.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), expected)
 
     def _too_large(self, size: int) -> dict[str, Any]:
         limit = self.config.max_body_bytes

@@ -19,7 +19,7 @@ class ServiceConfig:
     workers: int = 2
     max_rows: int = 10_000
     max_body_bytes: int = 8 * 1024 * 1024
-    max_concurrency: int = 64
+    max_concurrency: int = 32  # per worker: requests in progress (read, queued, scored); beyond it a 429
     timeout_seconds: int = 10
     api_token: str | None = None
     access_log: bool = False
@@ -47,7 +47,9 @@ class ServiceConfig:
         """The `@bentoml.service` arguments these settings decide."""
         return {
             "workers": self.workers,
-            "traffic": {"timeout": self.timeout_seconds, "max_concurrency": self.max_concurrency},
+            # No BentoML `max_concurrency`: it is split across workers, answers 429 without `Retry-After`, and
+            # never sees requests that queue on the event loop; the limit is GuardMiddleware's, per worker.
+            "traffic": {"timeout": self.timeout_seconds},
             "logging": {"access": {"enabled": self.access_log}},
         }
 

@@ -30,7 +30,9 @@ def latest_dir() -> Path:
 
 
 def _missing(request: Request, path: Path) -> Response:
-    message = _NONE_YET.format(where=path)
+    # The folder as configured (relative unless set absolute): a response never shows where the server lives.
+    configured = os.environ.get("TIFFIN_REPORTS_DIR") or paths.MONITOR_REPORTS
+    message = _NONE_YET.format(where=f"{configured}/latest/{path.name}")
     if "text/html" in request.headers.get("accept", ""):
         return HTMLResponse(f"<!doctype html><title>No dashboard</title><p>{message}</p>", status_code=404)
     return JSONResponse({"error": message}, status_code=404)
@@ -54,6 +56,9 @@ app = Starlette(
         Route("/metrics.prom", _serve("metrics.prom", "text/plain; version=0.0.4; charset=utf-8")),
     ]
 )
+
+
+ROUTES = [MOUNT_PATH, *(MOUNT_PATH + route.path for route in app.routes)]  # what /metrics may label by path
 
 
 def latest_metrics_text() -> bytes:

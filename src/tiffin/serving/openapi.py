@@ -4,13 +4,15 @@ described as they are really sent, for /docs.json."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from tiffin.core.contract import json_schema
 from tiffin.core.spec import DatasetSpec
 
+ECHO_CHARACTERS = 200  # a value echoed in an error body is cut here: a 7 MB bad value is not sent back
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json")
 
 
@@ -38,9 +40,16 @@ def rows_json_schema(spec: DatasetSpec, max_rows: int) -> dict[str, Any]:
             "title": f"{spec.name} record",
             "properties": {name: json_schema(spec.columns[name]) for name in spec.input_columns},
             "required": required,
+            "additionalProperties": spec.unknown_fields == "ignore",  # an unknown field is a 400 by default
         },
         "examples": [[example_record(spec)]],
     }
+
+
+def request_model(spec: DatasetSpec, max_rows: int) -> type[BaseModel]:
+    """The predict request: `{"rows": [...]}` and nothing else (another top-level key is a 400, not ignored)."""
+    rows = Annotated[list[dict[str, Any]], WithJsonSchema(rows_json_schema(spec, max_rows)), Field()]
+    return create_model("PredictRequest", __config__=ConfigDict(extra="forbid"), rows=rows)
 
 
 PROBLEM_SCHEMA = {
@@ -50,7 +59,10 @@ PROBLEM_SCHEMA = {
     "properties": {
         "row": {"type": "integer", "description": "Position of the record in `rows`"},
         "field": {"type": "string"},
-        "value": {"type": "string", "description": "The value received, as text"},
+        "value": {
+            "type": "string",
+            "description": f"The value received, as text (cut to {ECHO_CHARACTERS} characters)",
+        },
         "rule": {"type": "string", "description": "The contract rule it breaks"},
     },
 }
@@ -72,7 +84,8 @@ _ERROR_RESPONSES = {
     "401": "TIFFIN_API_TOKEN is set and the bearer token is missing or wrong",
     "413": "A body over TIFFIN_MAX_BODY_BYTES",
     "415": "A body that is not application/json",
-    "429": "Over the service's concurrency limit: retry later",
+    "429": "Over the worker's concurrency limit (TIFFIN_MAX_CONCURRENCY): retry after `Retry-After` seconds",
+    "504": "Not answered within TIFFIN_TIMEOUT_SECONDS",
 }
 
 
@@ -86,6 +99,8 @@ def describe_errors(document: dict) -> dict:
         operation = item.get("post")
         if operation is None or path in OPEN_PATHS:
             continue
+        if "requestBody" in operation:
+            operation["requestBody"]["required"] = True  # BentoML leaves it out; without a body: a 400
         for status, description in _ERROR_RESPONSES.items():
             content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             operation.setdefault("responses", {})[status] = {"description": description, "content": content}
@@ -94,3 +109,9 @@ def describe_errors(document: dict) -> dict:
 
 def describing_errors(body: bytes, _: list) -> bytes:
     return json.dumps(describe_errors(json.loads(body))).encode()
+
+
+if __name__ == "__main__":  # `make serve` prints a request a newcomer can send: the champion's example record
+    from tiffin.serving.config import Deployment
+
+    print(json.dumps({"rows": [example_record(Deployment.resolve().spec)]}))

@@ -5,7 +5,9 @@ Used by the benchmark, the load-test gate and the tests: the real server, on a r
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,10 +25,48 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _bentoml() -> str:
-    """The `bentoml` next to this interpreter (the project's environment), else the one on PATH."""
-    beside = Path(sys.executable).parent / "bentoml"
-    return str(beside) if beside.exists() else "bentoml"
+def _tiffin() -> str:
+    """The `tiffin` next to this interpreter (the project's environment), else the one on PATH."""
+    beside = Path(sys.executable).parent / "tiffin"
+    return str(beside) if beside.exists() else "tiffin"
+
+
+def instance_metrics_dir(home: Path) -> Path:
+    """A Prometheus multiprocess folder of this process's own, under `<home>/metrics-instances/<pid>`.
+
+    `bentoml serve` empties `<home>/prometheus_multiproc_dir` as it starts: a second server on the same home
+    would erase the first one's metrics. Folders of processes that are gone are removed here.
+    """
+    root = home / "metrics-instances"
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not _alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)  # a reused pid's leftovers
+    mine.mkdir()
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve(arguments: list[str]) -> None:
+    """`bentoml serve ARGUMENTS`, in this process, with metrics of its own (`instance_metrics_dir`)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml_cli.cli import cli
+
+    folder = instance_metrics_dir(Path(BentoMLContainer.bentoml_home.get()))
+    BentoMLContainer.prometheus_multiproc_dir.set(str(folder))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    cli.main(["serve", *arguments], prog_name="tiffin serve")
 
 
 class ServerFailed(RuntimeError):
@@ -34,7 +74,7 @@ class ServerFailed(RuntimeError):
 
 
 class BentoServer:
-    """`bentoml serve TARGET` on 127.0.0.1, in its own process group, until stopped."""
+    """`tiffin serve TARGET` (BentoML's, with metrics of its own) on 127.0.0.1, in its own process group."""
 
     def __init__(self, target: str, *, cwd: Path | str = ".", env: dict[str, str] | None = None,
                  log: Path | str | None = None, port: int | None = None) -> None:  # fmt: skip
@@ -43,7 +83,7 @@ class BentoServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log or f"bentoml-{self.port}.log")
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        command = [_bentoml(), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [_tiffin(), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log, "wb") as out:
             self.started = time.monotonic()
             self.process = subprocess.Popen(

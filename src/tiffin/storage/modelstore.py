@@ -88,9 +88,14 @@ class ModelStore:
         """Save the pipeline as `name:<content hash>`; (tag, whether it was new)."""
         tag = f"{name}:{content_version(model_file)}"
         try:
-            return str(self.get(tag).tag), False
+            stored = self.get(tag)
         except NotFound:
             pass
+        else:
+            # The same pipeline under an edited contract (a new rule, say): the served contract is the spec's.
+            if Path(stored.path_of(SPEC_FILE)).read_bytes() != Path(spec_file).read_bytes():
+                shutil.copyfile(spec_file, stored.path_of(SPEC_FILE))
+            return str(stored.tag), False
         with bentoml.models.create(tag, labels=labels or {}, metadata=metadata, _model_store=self._store) as model:
             shutil.copyfile(model_file, model.path_of(MODEL_FILE))
             shutil.copyfile(spec_file, model.path_of(SPEC_FILE))
