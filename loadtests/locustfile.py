@@ -20,22 +20,13 @@ from pathlib import Path
 
 from locust import FastHttpUser, between, events, task
 
+from tiffin.serving.openapi import record_schema
+
 RECORDS = json.loads(Path(os.environ.get("TIFFIN_LOADTEST_RECORDS", "reports/loadtest/records.json")).read_text())
 HEADERS = {"Content-Type": "application/json"}
 if token := os.environ.get("TIFFIN_API_TOKEN"):
     HEADERS["Authorization"] = f"Bearer {token}"
 BREAKAGES: list[tuple[str, object]] = []
-
-
-def record_schema(node: object) -> dict | None:
-    """The request record's JSON Schema in the OpenAPI document: the object titled `<dataset> record`."""
-    if isinstance(node, dict):
-        if str(node.get("title", "")).endswith(" record") and "properties" in node:
-            return node
-        node = list(node.values())
-    if isinstance(node, list):
-        return next((found for child in node if (found := record_schema(child))), None)
-    return None
 
 
 def breakages(schema: dict) -> list[tuple[str, object]]:

@@ -15,6 +15,7 @@ import schemathesis
 from jsonschema import Draft202012Validator
 
 from tiffin.core.normalise import ISO_DAY, ISO_MOMENT, resolve
+from tiffin.serving.openapi import record_schema
 
 
 @schemathesis.hook
@@ -22,7 +23,7 @@ def map_case(context: Any, case: Any) -> Any:
     rows = case.body.get("rows") if isinstance(case.body, dict) else None
     if not isinstance(rows, list):
         return case
-    properties = _record_properties(case.operation.schema.raw_schema)
+    properties = (record_schema(case.operation.schema.raw_schema) or {}).get("properties", {})
     for name, field in properties.items():
         rule = field.get("x-agrees-with")
         if rule is None:
@@ -47,16 +48,3 @@ def _in_range(value: str) -> bool:
     except (ValueError, OverflowError):
         return False
     return True
-
-
-def _record_properties(node: object) -> dict:
-    """The request record's properties: the object schema titled `<dataset> record`."""
-    if isinstance(node, dict):
-        if str(node.get("title", "")).endswith(" record") and "properties" in node:
-            return node["properties"]
-        node = list(node.values())
-    if isinstance(node, list):
-        for child in node:
-            if found := _record_properties(child):
-                return found
-    return {}

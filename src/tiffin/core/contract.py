@@ -175,7 +175,6 @@ class Contract:
         schema = self.serving_schema if serving else self.training_schema
         raw = raw.reset_index(drop=True)
         names = list(schema.columns)
-        given = {name: raw[name] for name in names if name in raw.columns}
         frame, problems = self.normalise(raw, names)
         failures = [problems]
         try:
@@ -183,10 +182,7 @@ class Contract:
         except SchemaErrors as errors:
             failures.append(self._schema_failures(errors.failure_cases, raw))
         # Last, so that a value outside its own type, range or set is reported as such, not as a disagreement.
-        present = frame.copy()
-        for name, values in given.items():
-            present[name] = present[name].where(values.notna().to_numpy())  # a filled value agrees by definition
-        for name, rows in disagreements(self.spec, present, names).items():
+        for name, rows in disagreements(self.spec, frame, names, raw).items():
             failures.append(_problems(raw.index[rows], name, raw[name], agreement_rule(self.spec.columns[name])))
         rejects = (
             pd.concat(failures, ignore_index=True)
@@ -241,17 +237,21 @@ def agreement_rule(spec: ColumnSpec) -> str:
     return f"agrees_with: {spec.agrees_with.using}({spec.agrees_with.from_})"
 
 
-def disagreements(spec: DatasetSpec, columns: pd.DataFrame | dict, names: list[str]) -> dict[str, np.ndarray]:
+def disagreements(
+    spec: DatasetSpec, frame: pd.DataFrame, names: list[str], raw: pd.DataFrame | None = None
+) -> dict[str, np.ndarray]:
     """Positions where a given value differs from what its declared source says (`agrees_with`): a weekday
-    that is not its date's. Canonical columns (a frame, or the record validator's arrays) before any fill."""
+    that is not its date's. `frame` holds canonical columns; a value `raw` lacks (filled from its source, so
+    agreeing by definition) is not judged."""
     found = {}
     for name in names:
         rule = spec.columns[name].agrees_with
-        if rule is None or rule.from_ not in columns:
+        if rule is None or rule.from_ not in frame:
             continue
-        given = pd.Series(columns[name], dtype=object if spec.columns[name].type in ("category", "string") else None)
-        source = pd.Series(columns[rule.from_])
+        given, source = frame[name], frame[rule.from_]
         both = (given.notna() & source.notna()).to_numpy()
+        if raw is not None and name in raw.columns:
+            both &= raw[name].notna().to_numpy()
         if not both.any():
             continue
         given, derived = given[both], normalise.resolve(rule.using)(source[both])
@@ -486,8 +486,8 @@ class RecordValidator:
 
 
 def _is_day(text: str) -> bool:
-    """'2012-06-01', or the same day at midnight as an ISO datetime ('2012-06-01T00:00:00')."""
-    return (len(text) == 10 or (len(text) == 19 and text.endswith("T00:00:00"))) and normalise.ISO_DAY.fullmatch(text)
+    """'2012-06-01', or the same day at midnight ('2012-06-01T00:00:00'): the documented forms (`ISO_DAY`)."""
+    return normalise.ISO_DAY.fullmatch(text) is not None
 
 
 def _null(value: object) -> bool:

@@ -134,13 +134,13 @@ def judge_objectives(stats: dict[str, dict], config: GateConfig) -> list[Objecti
         row = stats.get(request_type, {"Request Count": "0"})
         for metric, objective in limits.items():
             column, at_most = METRICS[metric]
-            measured = _number(row.get(column), missing=float("inf") if at_most else 0.0)
+            measured = locust_number(row.get(column), missing=float("inf") if at_most else 0.0)
             passed = measured <= objective if at_most else measured >= objective
             checks.append(ObjectiveResult(request_type, metric, objective, round(measured, 4), passed))
     return checks
 
 
-def _number(value: object, missing: float) -> float:
+def locust_number(value: object, missing: float) -> float:
     """Locust writes 'N/A' where a type saw no requests: that never meets an objective."""
     try:
         return float(value)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tiffin.jobs.loadtest import GateConfig, run_locust
+from tiffin.jobs.loadtest import GateConfig, locust_number, run_locust
 from tiffin.serving.server import BentoServer
 
 LOCUSTFILE = Path(__file__).resolve().parents[3] / "loadtests/overload.py"
@@ -69,7 +69,7 @@ def overload(server: BentoServer, records: Path, out: Path, *, factor: float = 4
     """Measure the capacity of a running server, then offer `factor` times it for `seconds`."""
     out.mkdir(parents=True, exist_ok=True)
     closed = GateConfig(users=capacity_users, spawn_rate=capacity_users, warmup_seconds=0, run_seconds=8, objectives={})
-    capacity = _rate(run_locust(server.url, closed, LOCUSTFILE, records, out / "capacity"), "accepted")
+    capacity = _stat(run_locust(server.url, closed, LOCUSTFILE, records, out / "capacity"), "accepted", "Requests/s")
     before = server.worker_rss_mib()
     offered = factor * capacity
     # Users start over a second and a half, not in lock-step (which would offer bursts, not a rate).
@@ -146,12 +146,6 @@ class Probe:
                 "shed_p99_ms": p99((429, 503)), "accepted_p99_ms": p99((200,))}  # fmt: skip
 
 
-def _rate(stats: dict[str, dict], name: str) -> float:
-    return float(stats.get(name, {}).get("Requests/s", 0.0))
-
-
 def _stat(stats: dict[str, dict], name: str, column: str) -> float:
-    try:
-        return float(stats[name][column])
-    except (KeyError, TypeError, ValueError):
-        return 0.0
+    """A figure of one request name in Locust's statistics; 0 where that name saw no requests."""
+    return locust_number(stats.get(name, {}).get(column), missing=0.0)

@@ -46,6 +46,18 @@ def rows_json_schema(spec: DatasetSpec, max_rows: int) -> dict[str, Any]:
     }
 
 
+def record_schema(node: object) -> dict | None:
+    """The request record's JSON Schema inside an OpenAPI document: the object `rows_json_schema` titles
+    `<dataset> record` (a client reads the contract from the service this way)."""
+    if isinstance(node, dict):
+        if str(node.get("title", "")).endswith(" record") and "properties" in node:
+            return node
+        node = list(node.values())
+    if isinstance(node, list):
+        return next((found for child in node if (found := record_schema(child))), None)
+    return None
+
+
 def request_model(spec: DatasetSpec, max_rows: int) -> type[BaseModel]:
     """The predict request: `{"rows": [...]}` and nothing else (another top-level key is a 400, not ignored)."""
     rows = Annotated[list[dict[str, Any]], WithJsonSchema(rows_json_schema(spec, max_rows)), Field()]
