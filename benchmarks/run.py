@@ -86,7 +86,7 @@ def request_bodies(tmp: Path) -> tuple[Path, Path, pd.DataFrame, object]:
     """One record and 1,000 records from the test period, as clients send them."""
     spec = load_spec(ROOT / load_params(ROOT / "params.yaml")["spec"])
     test = pd.read_parquet(ROOT / "data/split/test.parquet")
-    records = json.loads(request_json(test[spec.input_columns]))
+    records = json.loads(request_json(test[spec.input_columns], spec))
     single, multi = tmp / "single.json", tmp / "multi.json"
     single.write_text(json.dumps({"rows": records[:1]}))
     multi.write_text(json.dumps({"rows": (records * 2)[:MULTI_ROWS]}))
@@ -199,7 +199,7 @@ def main() -> None:
             results[name]["rows_logged"] = logged_rows(log_db)
         # Four times the capacity, with what it takes to shed it (tests/service/test_overload.py checks the bounds).
         records = tmp / "records.json"
-        records.write_text(request_json(pd.read_parquet(ROOT / "data/split/test.parquet")[spec.input_columns]))
+        records.write_text(request_json(pd.read_parquet(ROOT / "data/split/test.parquet")[spec.input_columns], spec))
         with BentoServer(
             "service.app:Tiffin", cwd=ROOT, env=env | {"TIFFIN_LOG_SAMPLE": "0"}, log=OUT / "overload.log"
         ) as server:

@@ -3,7 +3,8 @@
 The candidate (the model `register` just stored) becomes champion only if it beats the current one
 overall by `bless.margin` and worsens no slice by more than `bless.slice_tolerance`; the first model
 is promoted without a baseline. The decision, with its numbers per slice, goes to eval/blessing.json
-and into the promotion history in models/champion.json.
+and into the promotion history in models/champion.json, under the spec's dataset: a new dataset's first
+model is a first model, whatever other datasets the file holds.
 
 models/champion.json is state, like the model store: neither a dependency nor an output of this
 stage, so promotions and rollbacks by hand never make dvc.lock stale. The decision is reproducible
@@ -21,7 +22,7 @@ from tiffin.storage.modelstore import ModelStore, NotFound
 def main() -> None:
     spec, params, log = start("bless")
     candidate = read_json(paths.REGISTRATION)["tag"]
-    state = ChampionState.load()
+    state = ChampionState.load(dataset=spec.name)
     if candidate == state.champion:
         decision = state.decision_for(candidate) or {
             "candidate": candidate,

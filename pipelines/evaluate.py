@@ -1,7 +1,10 @@
-"""Stage evaluate: the model against a naive baseline on the test period, overall and per slice.
+"""Stage evaluate: the model against a naive baseline on the test period, overall, per slice and per series.
 
-Writes DVC metrics (`eval/metrics.json`: test.mae, test.rmse, test.r2, baseline.test.mae, slices)
-and plot data (`eval/plots/`, see `dvc plots show`). Fails if the model does not beat the baseline.
+Writes DVC metrics (`eval/metrics.json`: test.mae, test.rmse, test.r2, baseline.test.mae), the slices in a file
+of their own (`eval/slices.json`, so `dvc metrics show` stays readable with many segments), for a spec with
+`series` one verdict per series (`eval/series.json`), and plot data (`eval/plots/`, see `dvc plots show`).
+Fails if the model does not beat the baseline: overall, or with `must_beat_baseline: per_series` also on every
+series with at least `min_series_rows` test rows.
 """
 
 import joblib
@@ -9,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from tiffin.cli.stage import StageError, start
-from tiffin.modeling.evaluation import regression_metrics, slice_table
+from tiffin.core.spec import DatasetSpec
+from tiffin.modeling.evaluation import regression_metrics, series_verdicts, slice_table
 from tiffin.modeling.pipeline import GroupMeanBaseline
 from tiffin.storage import paths
 from tiffin.storage.files import read_parquet, write_json
@@ -25,7 +29,7 @@ def main() -> None:
     actual = test[spec.target].to_numpy(dtype="float64")
     predicted = pipeline.predict(test)
     naive = baseline.predict(test)
-    slices = slice_table(test, actual, predicted, naive, spec.evaluation.slices)
+    slices = slice_table(test, actual, predicted, naive, spec.slices)
     model_metrics = regression_metrics(actual, predicted)
     baseline_metrics = regression_metrics(actual, naive)
     write_json(
@@ -33,15 +37,18 @@ def main() -> None:
             "test": model_metrics,
             "baseline": {"test": baseline_metrics},
             "mae_vs_baseline": round(model_metrics["mae"] / baseline_metrics["mae"], 4),
-            "slices": {
-                title: {
-                    row.segment: {"rows": row.rows, "mae": row.mae, "baseline_mae": row.baseline_mae}
-                    for row in group.itertuples()
-                }
-                for title, group in slices.groupby("slice", sort=False)
-            },
         },
         paths.METRICS,
+    )
+    write_json(
+        {
+            title: {
+                row.segment: {"rows": row.rows, "mae": row.mae, "baseline_mae": row.baseline_mae}
+                for row in group.itertuples()
+            }
+            for title, group in slices.groupby("slice", sort=False)
+        },
+        paths.SLICE_METRICS,
     )
     write_plots(test, spec, actual, predicted, slices)
     log.info(
@@ -50,11 +57,33 @@ def main() -> None:
         baseline_metrics["mae"],
         model_metrics["mae"] / baseline_metrics["mae"],
     )
-    if params.get("must_beat_baseline", True) and model_metrics["mae"] >= baseline_metrics["mae"]:
+    rule = params.get("must_beat_baseline", True)
+    if rule and model_metrics["mae"] >= baseline_metrics["mae"]:
         raise StageError(
             f"the model (MAE {model_metrics['mae']}) does not beat the naive baseline "
             f"(MAE {baseline_metrics['mae']}): it is not worth registering"
         )
+    min_rows = int(params.get("min_series_rows", 50))
+    judge_series(spec, test, actual, predicted, naive, rule == "per_series", min_rows, log)
+
+
+def judge_series(spec: DatasetSpec, test: pd.DataFrame, actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray,
+                 binding: bool, min_rows: int, log) -> None:  # fmt: skip
+    """One verdict per series (model vs baseline on its own rows), in eval/series.json (an empty list for a spec
+    without series); binding: a loss fails the stage."""
+    verdicts = series_verdicts(test, spec.series, actual, predicted, naive, min_rows)
+    write_json({"min_series_rows": min_rows, "binding": binding, "series": verdicts.to_dict("records")},
+               paths.SERIES_METRICS)  # fmt: skip
+    if not spec.series:
+        return
+    losers = verdicts[verdicts["verdict"] == "loses"]
+    log.info("per series (model vs naive baseline, test period):\n%s", verdicts.to_string(index=False))
+    if binding and not losers.empty:
+        named = ", ".join(f"{row.series} (MAE {row.mae} vs {row.baseline_mae})" for row in losers.itertuples())
+        raise StageError(f"the model loses to the naive baseline on {len(losers)} of {len(verdicts)} series: {named}")
+    if not losers.empty:
+        log.warning("the model loses to the naive baseline on %d series (not binding: must_beat_baseline is not "
+                    "per_series): %s", len(losers), ", ".join(losers["series"]))  # fmt: skip
 
 
 def write_plots(test: pd.DataFrame, spec, actual: np.ndarray, predicted: np.ndarray, slices: pd.DataFrame) -> None:

@@ -51,7 +51,7 @@ def main() -> None:
         paths.MODEL, params["spec"], name=spec.name, metadata=lineage, labels={"dataset": spec.name},
         reference=reference_sample(),
     )  # fmt: skip
-    log.info("%s %s in %s", "registered" if created else "already registered:", tag, store.path)
+    log.info("registered %s in %s" if created else "already registered: %s in %s", tag, store.path)
     write_json({"tag": tag, "model_sha256": lineage["model_sha256"]}, paths.REGISTRATION)
 
 

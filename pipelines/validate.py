@@ -1,7 +1,8 @@
 """Stage validate: normalise raw rows and enforce the contract; quarantine what fails.
 
-Rejected rows are kept with their row number, key, field, value and rule. The stage fails when the
-quarantined share exceeds `validate.max_quarantine_share`.
+Rejected rows are kept with their row number, key, field, value and rule. Rows whose target has not arrived
+are no failure: they are unlabeled, kept apart (never trained on) and counted. The stage fails when the
+quarantined share (contract failures only) exceeds `validate.max_quarantine_share`.
 """
 
 from tiffin.cli.stage import StageError, start
@@ -17,6 +18,7 @@ def main() -> None:
     share = result.rejected_rows / max(len(raw), 1)
     write_parquet(result.valid, paths.CLEAN)
     write_parquet(result.rejects, paths.QUARANTINE)
+    write_parquet(result.unlabeled, paths.UNLABELED)
     problems = result.rejects.groupby(["field", "rule"]).size().sort_values(ascending=False)
     write_json(
         {
@@ -24,13 +26,15 @@ def main() -> None:
             "valid_rows": len(result.valid),
             "quarantined_rows": result.rejected_rows,
             "quarantined_share": round(share, 6),
+            "unlabeled_rows": len(result.unlabeled),
             "problems": {f"{field}: {rule}": int(n) for (field, rule), n in problems.items()},
         },
         paths.VALIDATION_REPORT,
     )
     log.info(
-        "%d rows valid, %d quarantined (%.2f %%) -> %s",
+        "%d rows valid, %d unlabeled (no target yet), %d quarantined (%.2f %%) -> %s",
         len(result.valid),
+        len(result.unlabeled),
         result.rejected_rows,
         100 * share,
         paths.QUARANTINE,

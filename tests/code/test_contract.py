@@ -122,3 +122,18 @@ def test_serving_needs_no_target_but_every_input(contract: Contract, rows: pd.Da
 def test_event_time_is_date_plus_hour(contract: Contract, rows: pd.DataFrame) -> None:
     valid = contract.validate(rows).valid
     assert contract.spec.event_time(valid).iloc[0] == pd.Timestamp(rows.loc[0, "dteday"]) + pd.Timedelta(hours=6)
+
+
+def test_a_row_whose_target_has_not_arrived_is_unlabeled_not_a_failure(contract: Contract, rows: pd.DataFrame) -> None:
+    """Friction 3 of issue 14: a missing target is a state of its own; a wrong one is still a failure."""
+    target = contract.spec.target
+    rows.loc[[1, 4], target] = None
+    rows.loc[6, target] = "lots"
+    rows.loc[4, "temp"] = "warm"  # unlabeled and broken: the contract failure wins
+    result = contract.validate(rows)
+    assert result.rejects[["row", "field"]].values.tolist() == [[4, "temp"], [6, target]]
+    assert result.unlabeled.index.tolist() == [1] and result.unlabeled[target].isna().all()
+    assert len(result.valid) == 5 and result.valid[target].dtype == "int64"
+    assert len(result.valid) + len(result.unlabeled) + result.rejected_rows == len(rows)  # nothing lost
+    served = contract.validate(rows, serving=True)
+    assert served.unlabeled.empty and 1 in served.valid.index  # a request has no target: it is scored

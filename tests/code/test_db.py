@@ -1,13 +1,18 @@
 """Seeding and reading the source database, on SQLite and on PostgreSQL."""
 
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from tiffin.cli.main import main
 from tiffin.core.contract import Contract
-from tiffin.core.spec import DatasetSpec
+from tiffin.core.spec import DatasetSpec, load_spec
 from tiffin.storage import database as db
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -65,3 +70,106 @@ def test_the_window_is_closed_and_a_date_end_includes_the_whole_day(
 def test_reading_a_missing_table_says_how_to_fix_it(db_url: str, bike_spec: DatasetSpec) -> None:
     with pytest.raises(LookupError, match="tiffin db seed"):
         read_all(db_url, bike_spec)
+
+
+def with_copies(sample: pd.DataFrame, copies: list[int], **changes: object) -> pd.DataFrame:
+    """`sample` and, after it, a copy of each row in `copies` with `changes` (the same key, other values)."""
+    later = sample.iloc[copies].assign(cnt=sample["cnt"].iloc[copies].to_numpy() + 1000, **changes)
+    return pd.concat([sample, later], ignore_index=True)
+
+
+def test_a_key_repeated_within_the_file_is_loaded_once_from_its_first_row_and_every_copy_is_a_reject(
+    db_url: str, bike_spec: DatasetSpec, sample: pd.DataFrame
+) -> None:
+    engine = db.engine_for(db_url)
+    rows = with_copies(sample, [2, 5, 2])
+    first = db.seed(engine, bike_spec, rows)
+    assert (first.inserted, first.already_there, len(first.duplicates)) == (len(sample), 0, 3)
+    expected = [
+        (len(sample) + i, "dteday, hr", f"{sample.at[kept, 'dteday']}, {sample.at[kept, 'hr']}", "duplicate key", kept)
+        for i, kept in enumerate([2, 5, 2])
+    ]
+    columns = ["row", "field", "value", "rule", "kept_row"]
+    assert list(first.duplicates[columns].itertuples(index=False, name=None)) == expected
+    assert first.duplicates["hr"].tolist() == sample["hr"].iloc[[2, 5, 2]].tolist()  # the raw key, to find it
+    stored = read_all(db_url, bike_spec).set_index(["dteday", "hr"])["cnt"]
+    assert stored.sort_index().equals(sample.set_index(["dteday", "hr"])["cnt"].sort_index())  # first copies
+    again = db.seed(engine, bike_spec, rows)  # "already there" is an earlier seed's key, not a copy in the file
+    assert (again.inserted, again.already_there) == (0, len(sample))
+    pd.testing.assert_frame_equal(again.duplicates, first.duplicates)
+
+
+def test_keys_are_compared_as_the_contract_reads_them(
+    db_url: str, bike_spec: DatasetSpec, sample: pd.DataFrame
+) -> None:
+    six = int(sample.index[sample["hr"] == "6am"][0])
+    rows = with_copies(sample, [six], hr="6")  # '6am' and '6' are one hour
+    canonical, _ = Contract(bike_spec).normalise(rows, bike_spec.key)
+    result = db.seed(db.engine_for(db_url), bike_spec, rows, canonical_keys=canonical)
+    assert result.inserted == len(sample)
+    assert result.duplicates[["row", "hr", "kept_row"]].values.tolist() == [[len(sample), "6", six]]
+    assert set(read_all(db_url, bike_spec)["hr"]) == set(sample["hr"])  # no '6' stored beside '6am'
+
+
+def test_an_unreadable_key_is_compared_as_written_and_a_missing_one_is_no_duplicate(
+    bike_spec: DatasetSpec, sample: pd.DataFrame
+) -> None:
+    rows = pd.concat([sample.head(1)] * 5, ignore_index=True)
+    rows["hr"] = ["noon", "noon", None, None, "Noon"]
+    canonical, _ = Contract(bike_spec).normalise(rows, bike_spec.key)
+    duplicates = db.duplicate_keys(bike_spec, rows, canonical)
+    assert duplicates[["row", "kept_row"]].values.tolist() == [[1, 0]]
+
+
+def test_rows_are_numbered_as_the_contract_numbers_its_rejects(bike_spec: DatasetSpec, sample: pd.DataFrame) -> None:
+    rows = with_copies(sample, [4])
+    contract_reject = Contract(bike_spec).validate(rows).rejects
+    assert db.duplicate_keys(bike_spec, rows)["row"].tolist() == contract_reject["row"].tolist()
+
+
+def test_db_seed_reports_the_copies_writes_them_and_loads_the_rest(
+    db_url: str, bike_spec: DatasetSpec, sample: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    six = int(sample.index[sample["hr"] == "6am"][0])
+    seed_file = tmp_path / "rows.csv"
+    pd.concat([with_copies(sample, [0, 1]), with_copies(sample, [six], hr="6").tail(1)], ignore_index=True).to_csv(
+        seed_file, index=False
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["db", "seed", "--spec", str(ROOT / "specs/bike_sharing.yaml"), "--db", db_url, "--file", str(seed_file)]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    assert done.output.strip().splitlines()[-1] == (
+        f"rentals: {len(sample)} rows added, 0 already there, 3 duplicate keys within the file "
+        "(first copy kept; rejects in data/rejects/seed_rentals.csv)"
+    )
+    rejects = pd.read_csv(tmp_path / "data/rejects/seed_rentals.csv")
+    assert list(rejects.columns) == ["row", "dteday", "hr", "field", "value", "rule", "kept_row"]
+    n = len(sample)
+    assert rejects[["row", "hr", "rule", "kept_row"]].values.tolist() == [
+        [n, sample.at[0, "hr"], "duplicate key", 0],
+        [n + 1, sample.at[1, "hr"], "duplicate key", 1],
+        [n + 2, "6", "duplicate key", six],
+    ]
+    again = CliRunner().invoke(main, [*args, "--rejects", "elsewhere.csv"])
+    assert f"0 rows added, {n} already there, 3 duplicate keys" in again.output
+    assert (tmp_path / "elsewhere.csv").read_text() == (tmp_path / "data/rejects/seed_rentals.csv").read_text()
+
+
+def test_db_seed_strict_loads_nothing_from_a_file_that_repeats_a_key(
+    db_url: str, sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    seed_file, rejects = tmp_path / "rows.csv", tmp_path / "rejects.csv"
+    with_copies(sample, [3]).to_csv(seed_file, index=False)
+    spec = str(ROOT / "specs/bike_sharing.yaml")
+    args = ["db", "seed", "--spec", spec, "--db", db_url, "--file", str(seed_file), "--rejects", str(rejects)]
+    done = CliRunner().invoke(main, [*args, "--strict"])
+    assert done.exit_code == 1
+    assert "nothing loaded (--strict): 1 duplicate keys within the file" in done.output
+    assert pd.read_csv(rejects)["kept_row"].tolist() == [3]
+    assert db.count_rows(db.engine_for(db_url), load_spec(spec)) == 0
+    sample.to_csv(seed_file, index=False)  # without repeats, --strict loads as usual and writes no rejects
+    rejects.unlink()
+    done = CliRunner().invoke(main, [*args, "--strict"])
+    assert done.exit_code == 0 and done.output.strip().endswith(f"rentals: {len(sample)} rows added, 0 already there")
+    assert not rejects.exists()

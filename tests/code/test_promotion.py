@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle.promotion import ChampionState, GateRules, decide, format_decision
+from tiffin.storage.champion import all_states
 
 RULES = GateRules(margin=0.02, slice_tolerance=0.10, min_slice_rows=50)
 
@@ -89,7 +92,7 @@ def test_promote_and_rollback_walk_the_champion_lineage(tmp_path):
     assert state.challenger is None  # promoted, it is no longer a challenger
     state.save(path)
 
-    state = ChampionState.load(path)
+    state = ChampionState.load(path, dataset="m")
     assert state.rollback(by="test", reason="bad in production") == "m:2"
     assert state.champion == "m:2"
     assert state.rolled_back("m:3")["reason"] == "bad in production"
@@ -101,3 +104,55 @@ def test_promote_and_rollback_walk_the_champion_lineage(tmp_path):
     assert state.previous_champion() == "m:1"
     with pytest.raises(ValueError, match="already the champion"):
         state.promote("m:3", by="test", reason="twice")
+
+
+def test_each_dataset_keeps_its_own_champion_and_a_rollback_never_crosses_datasets(tmp_path):
+    """Friction 1 of issue 14: another dataset's champion file in place, a new dataset's first model."""
+    path = tmp_path / "champion.json"
+    example = ChampionState()
+    example.promote("bike_demand:1", by="test", reason="first")
+    example.save(path)
+
+    sensors = ChampionState.load(path, dataset="sensor_counts")
+    assert sensors.champion is None and sensors.history == []  # a first model here, whatever the file holds
+    sensors.promote("sensor_counts:a", by="test", reason="first")
+    sensors.save(path)
+    with pytest.raises(LookupError, match="no earlier champion"):
+        ChampionState.load(path, dataset="sensor_counts").rollback(by="test", reason="oops")
+    with pytest.raises(ValueError, match="dataset 'bike_demand', not of 'sensor_counts'"):
+        ChampionState.load(path, dataset="sensor_counts").promote("bike_demand:1", by="test", reason="cross")
+
+    assert ChampionState.load(path, dataset="bike_demand").champion == "bike_demand:1"
+    assert [(s.dataset, s.champion) for s in all_states(path)] == [
+        ("bike_demand", "bike_demand:1"),
+        ("sensor_counts", "sensor_counts:a"),
+    ]
+
+
+def test_a_champion_file_from_before_datasets_is_read_as_its_models_dataset(tmp_path):
+    path = tmp_path / "champion.json"
+    path.write_text(
+        json.dumps(
+            {
+                "champion": "bike_demand:1",
+                "challenger": None,
+                "history": [
+                    {
+                        "event": "promote",
+                        "tag": "bike_demand:1",
+                        "previous": None,
+                        "at": "2026-01-01",
+                        "by": "t",
+                        "reason": "r",
+                    }
+                ],
+            }
+        )
+    )
+    assert ChampionState.load(path, dataset="bike_demand").champion == "bike_demand:1"
+    assert ChampionState.load(path, dataset="other").champion is None
+    ChampionState.load(path, dataset="other").promote("other:1", by="t", reason="r")
+    state = ChampionState.load(path, dataset="bike_demand")
+    state.set_challenger("bike_demand:2", by="t", reason="r")
+    state.save(path)
+    assert list(json.loads(path.read_text())["datasets"]) == ["bike_demand"]

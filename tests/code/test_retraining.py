@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from datetime import date
 
-from tiffin.lifecycle.retraining import RetrainRules, moved_window, triggers, update_params
+from tiffin.lifecycle.retraining import NewData, RetrainRules, moved_window, triggers, update_params
 
-RULES = RetrainRules(min_new_rows=672, max_age_days=90, max_mae_ratio=1.5, min_metric_rows=100)
+RULES = RetrainRules(min_new_hours=672, max_age_days=90, max_mae_ratio=1.5, min_metric_rows=100)
+
+
+FACTS = {"trained_until": date(2012, 6, 30), "now": date(2012, 7, 14), "new_data": NewData(336, 1, 336),
+         "production_mae": 40.0, "production_rows": 336, "test_mae": 40.0, "rules": RULES, "force": False}  # fmt: skip
 
 
 def fired(**overrides: object) -> set[str]:
-    facts = {"trained_until": date(2012, 6, 30), "now": date(2012, 7, 14), "new_rows": 336, "production_mae": 40.0,
-             "production_rows": 336, "test_mae": 40.0, "rules": RULES, "force": False}  # fmt: skip
-    return {t.name for t in triggers(**(facts | overrides)) if t.fired}
+    return {t.name for t in triggers(**(FACTS | overrides)) if t.fired}
 
 
 def test_no_trigger_fires_for_a_fresh_accurate_champion():
@@ -20,18 +22,26 @@ def test_no_trigger_fires_for_a_fresh_accurate_champion():
 
 
 def test_each_trigger_fires_on_its_own():
-    assert fired(new_rows=672) == {"new_data"}
+    assert fired(new_data=NewData(672, 1, 672)) == {"new_data"}
     assert fired(now=date(2012, 10, 1)) == {"schedule"}
     assert fired(production_mae=61.0) == {"metric_drop"}
     assert fired(force=True) == {"request"}
 
 
+def test_new_data_is_counted_in_hours_per_series_not_rows():
+    """Friction 5 of issue 14: 672 rows from 21 sensors are 32 hours, not four weeks."""
+    assert fired(new_data=NewData(rows=672, series=21, hours=32)) == set()
+    assert fired(new_data=NewData(rows=21 * 672, series=21, hours=672)) == {"new_data"}
+    detail = next(t.detail for t in triggers(**{**FACTS, "new_data": NewData(672, 21, 32)}) if t.name == "new_data")
+    assert detail.startswith("32 hours of data per series (median of 21), 672 rows, after 2012-06-30")
+
+
 def test_the_metric_drop_needs_enough_rows_with_actuals():
     assert fired(production_mae=100.0, production_rows=99) == set()
     assert fired(production_mae=None, production_rows=0) == set()
-    detail = next(t.detail for t in triggers(trained_until=date(2012, 6, 30), now=date(2012, 7, 1), new_rows=0,
-                                             production_mae=61.0, production_rows=200, test_mae=40.0, rules=RULES,
-                                             force=False) if t.name == "metric_drop")  # fmt: skip
+    facts = FACTS | {"now": date(2012, 7, 1), "new_data": NewData(0, 0, 0), "production_mae": 61.0,
+                     "production_rows": 200}  # fmt: skip
+    detail = next(t.detail for t in triggers(**facts) if t.name == "metric_drop")
     assert "1.52 x test MAE 40.00" in detail
 
 

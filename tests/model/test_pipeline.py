@@ -18,7 +18,8 @@ def test_repro_ingests_validates_trains_evaluates_and_registers(project: Project
     metrics = project.read_json("eval/metrics.json")
     assert {"mae", "rmse", "r2"} <= set(metrics["test"]) and "mae" in metrics["baseline"]["test"]
     assert metrics["test"]["mae"] < metrics["baseline"]["test"]["mae"]
-    assert set(metrics["slices"]) == {"weathersit", "season", "hour_band", "workingday"}
+    assert set(project.read_json("eval/slices.json")) == {"weathersit", "season", "hour_band", "workingday"}
+    assert "slices" not in metrics and project.read_json("eval/series.json")["series"] == []
     snapshot = pd.read_parquet(project.path / "data/snapshot/rows.parquet")
     assert snapshot["dteday"].min() == "2011-01-01" and snapshot["dteday"].max() == "2011-04-30"
 
@@ -100,7 +101,7 @@ def test_a_second_dataset_needs_only_a_spec_and_params(project: Project) -> None
         ["201", "region", "mars"],
     ]
     metrics = project.read_json("eval/metrics.json")
-    assert set(metrics["slices"]) == {"region", "promo", "price_band"}
+    assert set(project.read_json("eval/slices.json")) == {"region", "promo", "price_band"}
     assert metrics["test"]["mae"] < metrics["baseline"]["test"]["mae"]
     features = joblib.load(project.path / "models/model.joblib").named_steps["features"].get_feature_names_out()
     assert "margin" not in features and "units" not in features

@@ -18,7 +18,7 @@ from tiffin.storage.modelstore import LoadedModel
 
 from ..conftest import Project, make_project
 
-RULES = retraining.RetrainRules(min_new_rows=10_000, max_age_days=365, max_mae_ratio=1.5, metric_window_days=14)
+RULES = retraining.RetrainRules(min_new_hours=10_000, max_age_days=365, max_mae_ratio=1.5, metric_window_days=14)
 
 
 def champion_logging(db_url: str, spec: DatasetSpec, raw: pd.DataFrame, error: float) -> LoadedModel:
@@ -41,7 +41,9 @@ def test_the_metric_drop_trigger_reads_the_log_and_the_actuals(db_url, bike_spec
     assert found["metric_drop"].fired is fires
     assert f"production MAE {error:.2f}" in found["metric_drop"].detail
     arrived = bike_raw["dteday"].between("2012-06-01", "2012-06-14").sum()
-    assert not found["new_data"].fired and found["new_data"].detail.startswith(f"{arrived} rows after 2012-05-31")
+    assert not found["new_data"].fired and found["new_data"].detail.startswith(
+        f"{arrived} hours of data, {arrived} rows, after 2012-05-31"
+    )
     assert not found["schedule"].fired and not found["request"].fired
 
 
@@ -76,7 +78,7 @@ def test_a_short_simulation_shows_error_retrain_and_promotion(tmp_path: Path) ->
         "tiffin", "simulate", "--start", "2011-05-01", "--end", "2011-06-11", "--step-days", "14",
         "--workdir", str(tmp_path / "work"), "--out", str(out),
         "--set", "train.max_iter=40", "--set", "evaluate.must_beat_baseline=false",
-        "--set", "retrain.holdout_days=14", "--set", "retrain.validation_days=14", "--set", "retrain.min_new_rows=300",
+        "--set", "retrain.holdout_days=14", "--set", "retrain.validation_days=14", "--set", "retrain.min_new_hours=300",
     )  # fmt: skip
     assert f"report: {out / 'index.html'}" in done.stdout
     steps = pd.read_csv(out / "steps.csv")

@@ -23,7 +23,7 @@ def test_past_capacity_the_service_sheds_fast_and_stays_bounded(reproduced_proje
     spec = load_spec(reproduced_project.path / "specs/bike_sharing.yaml")
     records = tmp_path / "records.json"  # the held-out rows, as clients send them
     records.write_text(
-        request_json(pd.read_parquet(reproduced_project.path / "data/split/test.parquet")[spec.input_columns])
+        request_json(pd.read_parquet(reproduced_project.path / "data/split/test.parquet")[spec.input_columns], spec)
     )
     server = serve(reproduced_project, tmp_path, TIFFIN_LOG_SAMPLE="0")
     try:

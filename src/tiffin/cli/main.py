@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -63,8 +63,27 @@ def db() -> None:
     help="Load only rows whose time is at or before this moment (to replay later hours).",
 )
 @click.option("--if-empty", is_flag=True, help="Do nothing if the table already has rows.")
-def db_seed(spec_path: str | None, db: str, seed_file: str | None, until: datetime | None, if_empty: bool) -> None:
-    """Load raw rows, as they are, into the source table. Idempotent: existing keys are skipped."""
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False),
+    help="Where to write the later copies of keys the file repeats [default: data/rejects/seed_<table>.csv].",
+)
+@click.option("--strict", is_flag=True, help="Load nothing and exit 1 if the file repeats a key.")
+def db_seed(
+    spec_path: str | None,
+    db: str,
+    seed_file: str | None,
+    until: datetime | None,
+    if_empty: bool,
+    rejects_path: str | None,
+    strict: bool,
+) -> None:
+    """Load raw rows, as they are, into the source table. Idempotent: existing keys are skipped.
+
+    A key the file repeats (compared as the contract reads it: '6am' is hour 6) is loaded from its first row;
+    each later copy is written to the rejects CSV with its row, the key and the row that was kept.
+    """
     from tiffin.core.contract import Contract
     from tiffin.storage import database
 
@@ -77,12 +96,27 @@ def db_seed(spec_path: str | None, db: str, seed_file: str | None, until: dateti
     if not seed_file:
         raise click.UsageError("the spec has no source.seed_file: pass --file")
     raw = database.read_seed_file(seed_file)
-    held_back = Contract(spec).held_back(raw, until) if until else None
-    result = database.seed(engine, spec, raw, held_back=held_back)
-    held = f", {result.held_back} after the cut-off held back" if until else ""
-    click.echo(
-        f"{spec.source.table}: {result.inserted} rows added, {result.offered - result.inserted} already there{held}"
+    contract = Contract(spec)
+    held_back = contract.held_back(raw, until) if until else None
+    canonical_keys, _ = contract.normalise(raw, spec.key)
+    result = database.seed(
+        engine, spec, raw, held_back=held_back, canonical_keys=canonical_keys, refuse_duplicates=strict
     )
+    table, duplicates = spec.source.table, len(result.duplicates)
+    rejects = Path(rejects_path or f"data/rejects/seed_{table}.csv")
+    if duplicates:  # nothing dropped unsaid: every copy left out is in this file
+        rejects.parent.mkdir(parents=True, exist_ok=True)
+        result.duplicates.to_csv(rejects, index=False)
+    if result.refused:
+        click.echo(
+            f"{table}: nothing loaded (--strict): {duplicates} duplicate keys within the file (rejects in {rejects})"
+        )
+        sys.exit(1)
+    held = f", {result.held_back} after the cut-off held back" if until else ""
+    repeated = (
+        f", {duplicates} duplicate keys within the file (first copy kept; rejects in {rejects})" if duplicates else ""
+    )
+    click.echo(f"{table}: {result.inserted} rows added, {result.already_there} already there{held}{repeated}")
 
 
 @db.command("status")
@@ -100,6 +134,90 @@ def db_status(spec_path: str | None, db: str) -> None:
         low, high = database.window_span(engine, spec)
         span = f", {spec.source.window_column} from {low} to {high}"
     click.echo(f"{engine.url.render_as_string()} {spec.source.table}: {rows} rows{span}")
+
+
+@main.group("spec")
+def spec_group() -> None:
+    """Dataset specs."""
+
+
+@spec_group.command("init")
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
+              help="Draft from this file (CSV, .csv.gz or Parquet) instead of a --db table.")  # fmt: skip
+@click.option("--table", help="The --db table to read (SELECT * FROM it); with --csv, the source table to name.")
+@db_option
+@click.option("--name", help="The spec's name (default: from the table or file name).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="The file to write [specs/NAME.yaml].")
+@click.option("--sample-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Read at most this many rows (the first ones).")  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def spec_init(csv_path: str | None, table: str | None, db: str, name: str | None, out: Path | None,
+              sample_rows: int, force: bool) -> None:  # fmt: skip
+    """Draft a spec from a real table: types, observed ranges, closed category sets, nullability and a key
+    inferred from its rows; the target, timestamp, features and evaluation guessed and marked `# DECIDE:`."""
+    import re
+
+    import pandas as pd
+    import sqlalchemy as sa
+    import yaml
+    from pydantic import ValidationError
+
+    from tiffin.core.draft import infer, spec_name
+    from tiffin.storage import database
+
+    context = click.get_current_context()
+    if csv_path and context.get_parameter_source("db") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --csv or --db, not both")
+    if not csv_path and not table:
+        raise click.UsageError("give --table (read from --db) or --csv FILE")
+    name = name or spec_name(table or csv_path or "")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+        raise click.UsageError(f"--name {name!r}: use lowercase letters, digits and _ . - (starting with a letter)")
+    out = out or Path("specs") / f"{name}.yaml"
+    if out.exists() and not force:
+        raise click.ClickException(f"{out} exists: pass --force to overwrite it, or --out elsewhere")
+    if csv_path:
+        frame, source = database.read_seed_file(csv_path).head(sample_rows), csv_path
+    else:
+        try:
+            engine = database.engine_for(db, must_exist=True)
+        except database.DatabaseUnusable as unusable:
+            raise click.ClickException(str(unusable)) from unusable
+        source = f"{table} in {engine.url.render_as_string()}"
+        try:
+            inspector = sa.inspect(engine)
+            schema, _, bare = table.rpartition(".")
+            if inspector.has_table(table):
+                schema, bare = "", table
+            elif not (schema and inspector.has_table(bare, schema=schema)):
+                known = ", ".join(sorted(inspector.get_table_names())[:20]) or "none"
+                raise click.ClickException(f"no table {table!r} in {engine.url.render_as_string()} (tables: {known})")
+            query = sa.select(sa.literal_column("*")).select_from(sa.table(bare, schema=schema or None))
+            with engine.connect() as connection:
+                frame = pd.read_sql_query(query.limit(sample_rows), connection)
+        except sa.exc.SQLAlchemyError as failed:
+            raise click.ClickException(f"cannot read {source}: {_first_line(failed)}") from failed
+        finally:
+            engine.dispose()
+    try:
+        draft = infer(frame, name=name, table=table or name, seed_file=csv_path, source=source)
+    except ValueError as empty:
+        raise click.ClickException(f"{source}: {empty}") from empty
+    text = draft.to_yaml()
+    try:
+        DatasetSpec.model_validate(yaml.safe_load(text))
+    except ValidationError as broken:  # a bug in the drafting, not in the data: write nothing
+        raise click.ClickException(f"the draft does not load as a spec: {broken}") from broken
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}: a draft from {len(frame)} rows of {source}")
+    click.echo("inferred:")
+    for line in draft.summary():
+        click.echo(f"  {line}")
+    click.echo("decide (the # DECIDE: comments in the file):")
+    for line in draft.to_decide():
+        click.echo(f"  - {line}")
+    click.echo(f"then: `tiffin validate --spec {out} <rows>`, and point params.yaml `spec:` at it")
 
 
 @main.command("validate")
@@ -315,9 +433,10 @@ def retrain(db: str, force: bool, dry_run: bool, today: datetime | None, params_
 
 
 @main.command("simulate")
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2012-01-01", show_default=True,
-              help="The first replayed day; the first model is trained on the data before it.")  # fmt: skip
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default="2012-12-31", show_default=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]),
+              help="The first replayed day; the first model is trained on the data before it "
+                   "(default: a year before --end).")  # fmt: skip
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="The last replayed day (default: params ingest.end).")
 @click.option("--step-days", default=14, show_default=True, help="Days that arrive between two checks.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=".simulation",
               show_default=True, help="The project copy (replaced), with its own database and store.")  # fmt: skip
@@ -325,7 +444,7 @@ def retrain(db: str, force: bool, dry_run: bool, today: datetime | None, params_
               show_default=True)  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change a param in the copy, e.g. --set retrain.max_mae_ratio=1.3 (repeatable).")  # fmt: skip
-def simulate(start: datetime, end: datetime, step_days: int, workdir: Path, out: Path,
+def simulate(start: datetime | None, end: datetime | None, step_days: int, workdir: Path, out: Path,
              overrides: tuple[str, ...]) -> None:  # fmt: skip
     """Replay the real hours from --start into a fresh copy of the project: batch scoring, monitoring
     and the retraining check at every step; writes a report with a chart to --out."""
@@ -340,9 +459,9 @@ def simulate(start: datetime, end: datetime, step_days: int, workdir: Path, out:
         name, _, value = item.partition("=")
         changes[name] = yaml.safe_load(value)
     _configure_logging()
-    page = simulation.simulate(
-        Path.cwd(), workdir.resolve(), out.resolve(), start.date(), end.date(), step_days, changes
-    )
+    last = end.date() if end else date.fromisoformat(str(load_params()["ingest"]["end"]))
+    first = start.date() if start else last - timedelta(days=365)
+    page = simulation.simulate(Path.cwd(), workdir.resolve(), out.resolve(), first, last, step_days, changes)
     click.echo(f"report: {page}")
 
 
@@ -403,18 +522,23 @@ def _load(tag: str):
 
 
 @models.command("list")
-@click.option("--name", help="Only this model name.")
+@click.option("--name", help="Only this model name (dataset).")
 def models_list(name: str | None) -> None:
-    """Registered models, newest first, with their role (champion, challenger) and test MAE."""
-    from tiffin.storage.champion import ChampionState
+    """Registered models by dataset, newest first, with their role (champion, challenger) and test MAE."""
+    from tiffin.storage.champion import ChampionState, dataset_of
     from tiffin.storage.modelstore import ModelStore
 
-    state = ChampionState.load()
+    by_dataset: dict[str, list] = {}
     for model in ModelStore().list(name):
-        metrics = model.info.metadata.get("metrics", {}).get("test", {})
-        role = state.role_of(str(model.tag)) or ""
-        click.echo(f"{model.tag}  {model.info.creation_time:%Y-%m-%d %H:%M}  test MAE {metrics.get('mae', '?'):<8} "
-                   f"{role}")  # fmt: skip
+        by_dataset.setdefault(dataset_of(str(model.tag)), []).append(model)
+    for dataset, stored in sorted(by_dataset.items()):
+        state = ChampionState.load(dataset=dataset)
+        click.echo(f"{dataset}: champion {state.champion or '(none)'}, challenger {state.challenger or '(none)'}")
+        for model in stored:
+            metrics = model.info.metadata.get("metrics", {}).get("test", {})
+            role = state.role_of(str(model.tag)) or ""
+            click.echo(f"  {model.tag}  {model.info.creation_time:%Y-%m-%d %H:%M}  "
+                       f"test MAE {metrics.get('mae', '?'):<8} {role}")  # fmt: skip
 
 
 @models.command("show")
@@ -422,10 +546,10 @@ def models_list(name: str | None) -> None:
 def models_show(tag: str | None) -> None:
     """A model's lineage (commit, data snapshot, params, metrics), role and promotion decision (default: champion)."""
     from tiffin.lifecycle.promotion import decision_about, format_decision
-    from tiffin.storage.champion import ChampionState
+    from tiffin.storage.champion import ChampionState, dataset_of
 
     model = _load(tag or _champion_tag())
-    state = ChampionState.load()
+    state = ChampionState.load(dataset=dataset_of(model.tag))
     events = [event for event in state.history if model.tag in (event["tag"], event["previous"])]
     click.echo(json.dumps({"tag": model.tag, "role": state.role_of(model.tag), **model.metadata,
                            "promotion_history": [{k: v for k, v in e.items() if k != "decision"} for e in events]},
@@ -437,7 +561,8 @@ def models_show(tag: str | None) -> None:
 
 def _changed(state, what: str) -> None:
     path = state.save()
-    click.echo(f"{what}; champion {state.champion}, challenger {state.challenger or '(none)'} ({path}). "
+    click.echo(f"{what}; {state.dataset}: champion {state.champion}, challenger {state.challenger or '(none)'} "
+               f"({path}). "
                "Commit it; the API and the batch runner pick it up when they (re)start.")  # fmt: skip
 
 
@@ -447,10 +572,10 @@ def _changed(state, what: str) -> None:
 def models_promote(tag: str, reason: str) -> None:
     """Make TAG the champion (the current one stays the rollback target)."""
     from tiffin.lifecycle.promotion import actor
-    from tiffin.storage.champion import ChampionState
+    from tiffin.storage.champion import ChampionState, dataset_of
 
     loaded = _load(tag)  # it must exist in the store
-    state = ChampionState.load()
+    state = ChampionState.load(dataset=dataset_of(loaded.tag))
     try:
         state.promote(loaded.tag, by=actor("tiffin models"), reason=reason)
     except ValueError as same:
@@ -460,12 +585,14 @@ def models_promote(tag: str, reason: str) -> None:
 
 @models.command("rollback")
 @click.option("--reason", default="rolled back by hand", show_default=True)
-def models_rollback(reason: str) -> None:
-    """Restore the previous champion; the gate will not promote the rolled-back model again by itself."""
+@click.option("--dataset", help="Whose champion (default: the spec params.yaml names).")
+def models_rollback(reason: str, dataset: str | None) -> None:
+    """Restore the dataset's previous champion; the gate will not promote the rolled-back model again by itself.
+    A rollback never crosses datasets: with no earlier champion of this dataset, nothing changes."""
     from tiffin.lifecycle.promotion import actor
     from tiffin.storage.champion import ChampionState
 
-    state = ChampionState.load()
+    state = ChampionState.load(dataset=dataset)
     current = state.champion
     try:
         state.rollback(by=actor("tiffin models"), reason=reason)
@@ -481,13 +608,14 @@ def models_rollback(reason: str) -> None:
 def models_challenger(tag: str | None, clear: bool, reason: str) -> None:
     """Run TAG in shadow beside the champion (API and batch score it too and log both)."""
     from tiffin.lifecycle.promotion import actor
-    from tiffin.storage.champion import ChampionState
+    from tiffin.storage.champion import ChampionState, dataset_of
 
     if bool(tag) == clear:
         raise click.UsageError("give a TAG or --clear")
-    state = ChampionState.load()
+    tag = _load(tag).tag if tag else None
+    state = ChampionState.load(dataset=dataset_of(tag) if tag else None)
     try:
-        state.set_challenger(_load(tag).tag if tag else None, by=actor("tiffin models"), reason=reason)
+        state.set_challenger(tag, by=actor("tiffin models"), reason=reason)
     except ValueError as same:
         raise click.ClickException(str(same)) from same
     _changed(state, f"challenger {tag or 'cleared'}")

@@ -7,7 +7,7 @@ rejected row comes back with its row number, key, field, raw value and the rule 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
@@ -32,10 +32,12 @@ _CANONICAL_DTYPES = {
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Valid rows in canonical form, and one line per problem of every rejected row."""
+    """Valid rows in canonical form, and one line per problem of every rejected row; on the training path, valid
+    rows whose target has not arrived (yet) apart, as `unlabeled`: neither valid for training nor rejected."""
 
     valid: pd.DataFrame
     rejects: pd.DataFrame
+    unlabeled: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def rejected_rows(self) -> int:
@@ -53,13 +55,14 @@ def shown(value: object) -> str:
     return str(value)
 
 
-def _column_rule(spec: ColumnSpec) -> str:
+def _column_rule(spec: ColumnSpec, zone: str | None = None) -> str:
     """How a value that cannot be read as the column's type is described to the caller."""
     return {
         "int": f"type: integer{' (' + spec.parse + ')' if spec.parse else ''}",
         "float": "type: number",
         "date": "type: date (YYYY-MM-DD)",
-        "datetime": "type: datetime (YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+HH:MM])",
+        "datetime": "type: datetime (YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+HH:MM])"
+        + (f", a time that exists in {zone} (not in a daylight-saving gap)" if zone else ""),
     }.get(spec.type, f"type: {spec.type}")
 
 
@@ -71,7 +74,8 @@ class Contract:
 
     @cached_property
     def training_schema(self) -> pa.DataFrameSchema:
-        """All declared columns, target included; keys unique (the first occurrence is kept)."""
+        """All declared columns, target included; keys unique (the first occurrence is kept). A missing target is
+        no failure: the row is unlabeled (`validate` puts it apart)."""
         return self._schema(list(self.spec.columns), unique_key=True)
 
     @cached_property
@@ -80,7 +84,7 @@ class Contract:
         return self._schema(self.spec.input_columns, unique_key=False)
 
     def _schema(self, names: list[str], unique_key: bool) -> pa.DataFrameSchema:
-        columns = {name: self._pandera_column(self.spec.columns[name]) for name in names}
+        columns = {name: self._pandera_column(self.spec.columns[name], name == self.spec.target) for name in names}
         return pa.DataFrameSchema(
             columns,
             unique=self.spec.key if unique_key else None,
@@ -89,7 +93,7 @@ class Contract:
         )
 
     @staticmethod
-    def _pandera_column(spec: ColumnSpec) -> pa.Column:
+    def _pandera_column(spec: ColumnSpec, may_be_missing: bool = False) -> pa.Column:
         checks = []
         if spec.min is not None and spec.max is not None:
             checks.append(pa.Check.in_range(spec.min, spec.max))
@@ -99,7 +103,7 @@ class Contract:
             checks.append(pa.Check.le(spec.max))
         if spec.values:
             checks.append(pa.Check.isin(spec.values))
-        return pa.Column(_CANONICAL_DTYPES[spec.type], checks=checks, nullable=spec.nullable)
+        return pa.Column(_CANONICAL_DTYPES[spec.type], checks=checks, nullable=spec.nullable or may_be_missing)
 
     # -- normalisation -------------------------------------------------------------------------
 
@@ -118,7 +122,8 @@ class Contract:
             column, unreadable = self._normalise_column(raw[name], spec)
             frame[name] = column
             if unreadable.any():
-                problems.append(_problems(raw.index[unreadable], name, raw[name], _column_rule(spec)))
+                rule = _column_rule(spec, self.spec.timestamp.timezone)
+                problems.append(_problems(raw.index[unreadable], name, raw[name], rule))
         self._fill_missing(frame, names)
         return frame, pd.concat(problems) if problems else pd.DataFrame(columns=REJECT_COLUMNS)
 
@@ -138,8 +143,11 @@ class Contract:
             return values.where(~unreadable), unreadable
         if spec.type in ("date", "datetime"):
             documented = normalise.iso_text(raw, normalise.ISO_DAY if spec.type == "date" else normalise.ISO_MOMENT)
-            values = pd.to_datetime(raw.where(documented), errors="coerce", format="ISO8601", utc=True)
-            values = values.dt.tz_localize(None)
+            if spec.type == "datetime" and (zone := self.spec.timestamp.timezone):
+                values, _ = normalise.local_moments(raw.where(documented), zone)
+            else:
+                values = pd.to_datetime(raw.where(documented), errors="coerce", format="ISO8601", utc=True)
+                values = values.dt.tz_localize(None)
             unreadable = present & values.isna().to_numpy()
             if spec.type == "date":
                 unreadable |= (values.notna() & (values != values.dt.normalize())).to_numpy()
@@ -170,7 +178,8 @@ class Contract:
     def validate(self, raw: pd.DataFrame, *, serving: bool = False) -> ValidationResult:
         """Split raw rows into valid canonical rows and rejects (row, field, value, rule).
 
-        `serving=True` checks only the model inputs (a prediction request has no target).
+        `serving=True` checks only the model inputs (a prediction request has no target). Otherwise valid rows
+        without a target are returned apart, as `unlabeled`.
         """
         schema = self.serving_schema if serving else self.training_schema
         raw = raw.reset_index(drop=True)
@@ -192,7 +201,14 @@ class Contract:
         )
         rejects["row"] = rejects["row"].astype("int64")
         valid = frame.drop(index=rejects["row"].unique())
-        return ValidationResult(valid=self._finalise(valid), rejects=self._with_keys(rejects, raw))
+        unlabeled = valid.iloc[:0]
+        if not serving and (waiting := valid[self.spec.target].isna().to_numpy()).any():
+            valid, unlabeled = valid[~waiting].copy(), valid[waiting]
+        return ValidationResult(
+            valid=self._finalise(valid),
+            rejects=self._with_keys(rejects, raw),
+            unlabeled=self._finalise(unlabeled.copy(), keep=self.spec.target),
+        )
 
     def _schema_failures(self, cases: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
         cases = cases[cases["index"].notna()]
@@ -216,11 +232,11 @@ class Contract:
         located = raw.loc[rejects["row"], keys].map(shown).reset_index(drop=True)
         return pd.concat([rejects[["row"]], located, rejects[["field", "value", "rule"]]], axis=1)
 
-    def _finalise(self, valid: pd.DataFrame) -> pd.DataFrame:
-        """Non-nullable integers become plain int64 once no NA can remain."""
+    def _finalise(self, valid: pd.DataFrame, keep: str | None = None) -> pd.DataFrame:
+        """Non-nullable integers (but `keep`) become plain int64 once no NA can remain."""
         for name in valid.columns:
             spec = self.spec.columns[name]
-            if spec.type == "int" and not spec.nullable:
+            if spec.type == "int" and not spec.nullable and name != keep:
                 valid[name] = valid[name].astype("int64")
         return valid
 
@@ -325,7 +341,8 @@ class RecordValidator:
         self.spec = spec
         self.contract = Contract(spec)
         self.columns = spec.input_columns
-        self._rule_texts = {name: self._rules(spec.columns[name]) for name in self.columns}
+        zone = spec.timestamp.timezone
+        self._rule_texts = {name: self._rules(spec.columns[name], zone) for name in self.columns}
         self._allowed = {name: frozenset(spec.columns[name].values or ()) for name in self.columns}
         self._known = frozenset(self.columns)
         rules = {name: spec.columns[name].agrees_with for name in self.columns}
@@ -333,10 +350,10 @@ class RecordValidator:
         self._derived: dict[tuple[str, object], object] = {}  # (column, source value) -> what the source says
 
     @staticmethod
-    def _rules(spec: ColumnSpec) -> dict[str, str]:
+    def _rules(spec: ColumnSpec, zone: str | None) -> dict[str, str]:
         """Rule texts, taken from the pandera checks themselves so both paths name rules alike."""
         checks = Contract._pandera_column(spec).checks
-        return {"type": _column_rule(spec), **{check.name: check.error for check in checks}}
+        return {"type": _column_rule(spec, zone), **{check.name: check.error for check in checks}}
 
     def validate(self, records: list[dict]) -> tuple[dict[str, object], list[dict]]:
         """Canonical columns, and problems as row/field/value/rule (sorted by row)."""

@@ -111,6 +111,38 @@ def iso_text(raw: pd.Series, pattern: re.Pattern) -> pd.Series:
     return map_unique(raw, readable).astype(bool)
 
 
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.ASCII)
+
+
+def local_moments(raw: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
+    """Moments as wall-clock time in `zone` (naive datetime64), and which of them do not exist there.
+
+    A moment with an offset (text ending in Z or +HH:MM, or an aware datetime) is converted to the zone; a naive
+    one already is local time. Local time is what the model sees (the hour people live by). A naive time in the
+    hour daylight saving skips does not exist and is flagged; the hour it repeats is read as the clock shows it,
+    so a series' two readings of it share a key (the contract keeps the first).
+    """
+    has_offset = map_unique(raw, _carries_offset).astype(bool).to_numpy()
+    moments = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    if has_offset.any():
+        aware = pd.to_datetime(raw[has_offset], errors="coerce", format="ISO8601", utc=True)
+        moments[has_offset] = aware.dt.tz_convert(zone).dt.tz_localize(None).astype("datetime64[ns]")
+    naive = ~has_offset & raw.notna().to_numpy()
+    missing_hour = np.zeros(len(raw), dtype=bool)
+    if naive.any():
+        local = pd.to_datetime(raw[naive], errors="coerce", format="ISO8601").astype("datetime64[ns]")
+        exists = local.dt.tz_localize(zone, ambiguous=np.ones(len(local), dtype=bool), nonexistent="NaT").notna()
+        missing_hour[naive] = (local.notna() & ~exists).to_numpy()
+        moments[naive] = local
+    return moments.where(~missing_hour), missing_hour
+
+
+def _carries_offset(value: object) -> bool:
+    if isinstance(value, str):
+        return _OFFSET.search(value.strip()) is not None
+    return getattr(value, "tzinfo", None) is not None
+
+
 PARSERS: dict[str, Parser] = {"hour_of_day": hour_of_day, "weekday_name": weekday_name, "hour": hour}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import yaml
@@ -58,10 +59,25 @@ class SourceSpec(_Strict):
 
 
 class TimestampSpec(_Strict):
-    """When a row happened: one datetime column, or a date column plus an hour column."""
+    """When a row happened: one datetime column, or a date column plus an hour column; and where.
+
+    `timezone` (IANA, e.g. Europe/Paris) is the zone of the data's clock: naive times are local time there,
+    times with an offset are converted to it, and date parts are taken from local time. Without it, naive
+    times are taken as they are and times with an offset are converted to UTC.
+    """
 
     column: str
     hour: str | None = None
+    timezone: str | None = None
+
+    @model_validator(mode="after")
+    def _zone_is_known(self) -> TimestampSpec:
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"timezone {self.timezone!r} is no IANA zone (e.g. Europe/Paris, UTC)") from None
+        return self
 
 
 class FeatureSpec(_Strict):
@@ -103,6 +119,8 @@ class DatasetSpec(_Strict):
     key: list[str]
     timestamp: TimestampSpec
     target: str
+    # Columns that tell one series from another (a sensor, a store): one model for all, judged per series too.
+    series: list[str] = []
     never_features: list[str] = []
     columns: dict[str, ColumnSpec]
     features: FeatureSpec
@@ -117,6 +135,7 @@ class DatasetSpec(_Strict):
             "key": self.key,
             "timestamp": [self.timestamp.column, *filter(None, [self.timestamp.hour])],
             "target": [self.target],
+            "series": self.series,
             "never_features": self.never_features,
             "features": self.features.columns(),
             "baseline_group_by": self.evaluation.baseline_group_by,
@@ -141,6 +160,17 @@ class DatasetSpec(_Strict):
         """What a caller sends to predict: every declared column but the target and leakage columns."""
         hidden = {self.target, *self.never_features}
         return [name for name in self.columns if name not in hidden]
+
+    @property
+    def target_label(self) -> str:
+        """How charts name the target: its description in the spec, else its name."""
+        return self.columns[self.target].description or self.target
+
+    @property
+    def slices(self) -> list[SliceSpec]:
+        """The evaluation slices, and one per series column not sliced already: each series is a segment."""
+        sliced = {s.column for s in self.evaluation.slices if s.bins is None}
+        return [*self.evaluation.slices, *(SliceSpec(column=name) for name in self.series if name not in sliced)]
 
     def event_time(self, frame: pd.DataFrame) -> pd.Series:
         """When each canonical row happened (date + hour for hourly data): the one definition of event time."""

@@ -185,10 +185,12 @@ def _unreadable_window(chunk: pd.DataFrame, column: str, rejects: pd.DataFrame) 
 
 
 def _moments(values: pd.Series) -> pd.Series:
-    """Window values as times (NaT where a value is no time: text that is no ISO date, a number, bytes)."""
+    """Window values as times (NaT where a value is no time: text that is no ISO date, a number, bytes). Values
+    with an offset are read in UTC, so that a column mixing offsets (a clock changing) still orders."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
-    return pd.to_datetime(values.map(_moment_or_none), errors="coerce", format="ISO8601")
+    moments = pd.to_datetime(values.map(_moment_or_none), errors="coerce", format="ISO8601", utc=True)
+    return moments.dt.tz_localize(None)
 
 
 def _is_moment(value: object) -> bool:

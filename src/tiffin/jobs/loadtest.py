@@ -69,7 +69,7 @@ def held_out_records(out: Path, test_split: Path = paths.TEST) -> Path:
     """Records from the held-out period, in the contract's canonical JSON form, for the Locust file."""
     spec = ModelStore().load(serving_models().champion).spec
     path = out / "records.json"
-    path.write_text(request_json(pd.read_parquet(test_split)[spec.input_columns]))
+    path.write_text(request_json(pd.read_parquet(test_split)[spec.input_columns], spec))
     return path
 
 

@@ -124,7 +124,7 @@ def slice_mae_chart(by_slice: pd.DataFrame) -> Figure:
     return figure
 
 
-def actual_chart(scored: pd.DataFrame) -> Figure:
+def actual_chart(scored: pd.DataFrame, label: str) -> Figure:
     figure = Figure(figsize=(10, 3.5))
     axes = figure.subplots()
     truth = scored.drop_duplicates("row_key").sort_values("event_time")
@@ -132,7 +132,7 @@ def actual_chart(scored: pd.DataFrame) -> Figure:
     for (model, role), rows in scored.groupby(["model", "role"]):
         rows = rows.sort_values("event_time")
         axes.plot(rows["event_time"], rows["prediction"], linewidth=0.9, alpha=0.8, label=_series_name(model, role))
-    axes.set_ylabel("demand")
+    axes.set_ylabel(label)
     axes.legend()
     figure.autofmt_xdate()
     return figure
@@ -158,7 +158,7 @@ def _performance_section(result: MonitorResult) -> tuple[list[str], list[str]]:
     charts = [_chart(daily_mae_chart(perf.daily), "MAE per day, per model")]
     if not perf.by_slice.empty:
         charts.append(_chart(slice_mae_chart(perf.by_slice), "MAE per slice, per model"))
-    charts.append(_chart(actual_chart(perf.scored), "Actual vs predicted over time"))
+    charts.append(_chart(actual_chart(perf.scored, result.target_label), "Actual vs predicted over time"))
     parts = ["<h3>Per model</h3>", _table(perf.by_model)]
     if duel := head_to_head(perf.scored):
         parts.append(f'<p class="duel">{html.escape(duel_line(duel))}</p>')

@@ -194,7 +194,7 @@ def performance(logged: pd.DataFrame, truth: pd.DataFrame, spec: DatasetSpec) ->
     scored = scored.assign(day=pd.to_datetime(scored["event_time"]).dt.normalize())
     sliced = [
         _grouped(scored.assign(slice=s.title, segment=segments(scored, s)), ["model", "role", "slice", "segment"])
-        for s in spec.evaluation.slices
+        for s in spec.slices
         if s.column in scored.columns
     ]
     return Performance(
@@ -249,6 +249,7 @@ class MonitorResult:
     checks: list[ThresholdCheck] = field(default_factory=list)
     reference_predictions: np.ndarray = field(default_factory=lambda: np.array([]))
     window_predictions: np.ndarray = field(default_factory=lambda: np.array([]))
+    target_label: str = "target"  # the spec's description of its target, for charts
     folder: Path | None = None  # where monitor_report.write put it
 
     @property
@@ -342,6 +343,7 @@ def judge_window(
         if len(window_predictions) else None,
         performance=performance(logged, truth, spec), test_mae=test_mae,
         reference_predictions=reference["prediction"].to_numpy(dtype="float64"), window_predictions=window_predictions,
+        target_label=spec.target_label,
     )  # fmt: skip
     result.checks = _judge(result)
     return result

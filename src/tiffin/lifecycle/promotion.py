@@ -62,7 +62,7 @@ def slice_errors(spec: DatasetSpec, holdout: pd.DataFrame, predicted: np.ndarray
     actual = holdout[spec.target].to_numpy(dtype="float64")
     rows = [{"slice": title, "segment": segment, "rows": int(mask.sum()),
              "error": regression_metrics(actual[mask], predicted[mask])[metric]}
-            for title, segment, mask in segment_masks(holdout, spec.evaluation.slices)]  # fmt: skip
+            for title, segment, mask in segment_masks(holdout, spec.slices)]  # fmt: skip
     return pd.DataFrame.from_records(rows)
 
 

@@ -1,6 +1,7 @@
 """When to retrain, and how: four triggers, then `dvc repro` with the training window moved forward.
 
-- new data: rows in the source table after the champion's training window (params `retrain.min_new_rows`);
+- new data: hours of data per series in the source table after the champion's training window (params
+  `retrain.min_new_hours`; the median over the spec's series, so 21 sensors do not make 32 hours look like 4 weeks);
 - schedule: the champion's data is older than `retrain.max_age_days` (its window end vs now);
 - metric drop: its production MAE over the last `retrain.metric_window_days` (prediction log joined with
   the actual values that have arrived) is above `retrain.max_mae_ratio` x its test MAE;
@@ -19,9 +20,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle import monitoring
 from tiffin.storage.database import Window, source_table, window_span
@@ -34,7 +38,7 @@ SPLIT_DATES = ("validation_start", "test_start")
 class RetrainRules:
     """params.yaml `retrain:`."""
 
-    min_new_rows: int = 24 * 28  # four weeks of hourly rows
+    min_new_hours: int = 24 * 28  # four weeks of new data per series
     max_age_days: int = 90
     max_mae_ratio: float = 1.5
     metric_window_days: int = 14
@@ -68,21 +72,45 @@ def latest_day(engine: Engine, spec: DatasetSpec) -> date | None:
     return None if last is None else _day(last)
 
 
-def rows_after(engine: Engine, spec: DatasetSpec, day: date) -> int:
+@dataclass(frozen=True)
+class NewData:
+    rows: int
+    series: int  # distinct series among the new rows (1 for a spec without series)
+    hours: int  # distinct event hours per series: the median over the series
+
+    def __str__(self) -> str:
+        per = f" per series (median of {self.series})" if self.series > 1 else ""
+        return f"{self.hours} hours of data{per}, {self.rows} rows,"
+
+
+def new_data_after(engine: Engine, spec: DatasetSpec, day: date) -> NewData:
+    """What arrived after `day`, measured in hours of event time per series (only the time and series columns
+    are read, and read the way the contract reads them)."""
     table = source_table(engine, spec)
-    column = table.c[spec.source.window_column]
+    time_columns = [spec.timestamp.column, *filter(None, [spec.timestamp.hour])]
+    names = list(dict.fromkeys([*time_columns, *spec.series]))
     after = (day + timedelta(days=1)).isoformat()
+    query = sa.select(*(table.c[name] for name in names)).where(
+        *Window.parse(after, None).conditions(table.c[spec.source.window_column])
+    )
     with engine.connect() as connection:
-        return connection.execute(
-            sa.select(sa.func.count()).where(*Window.parse(after, None).conditions(column))
-        ).scalar_one()
+        raw = pd.DataFrame(connection.execute(query).all(), columns=names)
+    if raw.empty:
+        return NewData(0, 0, 0)
+    canonical, _ = Contract(spec).normalise(raw, names)
+    hours = canonical.assign(_hour=spec.event_time(canonical).dt.floor("h")).dropna(subset=["_hour"])
+    per_series = (
+        hours.groupby(spec.series, dropna=False)["_hour"].nunique() if spec.series else hours["_hour"].nunique()
+    )
+    counts = pd.Series(per_series).to_numpy()
+    return NewData(rows=len(raw), series=len(counts), hours=int(np.median(counts)) if len(counts) else 0)
 
 
 def triggers(
     *,
     trained_until: date,
     now: date,
-    new_rows: int,
+    new_data: NewData,
     production_mae: float | None,
     production_rows: int,
     test_mae: float,
@@ -99,8 +127,8 @@ def triggers(
                          f"production MAE {production_mae:.2f} = {ratio:.2f} x test MAE {test_mae:.2f} "
                          f"(limit {rules.max_mae_ratio})")  # fmt: skip
     return [
-        Trigger("new_data", new_rows >= rules.min_new_rows,
-                f"{new_rows} rows after {trained_until} (threshold {rules.min_new_rows})"),
+        Trigger("new_data", new_data.hours >= rules.min_new_hours,
+                f"{new_data} after {trained_until} (threshold {rules.min_new_hours} hours)"),
         Trigger("schedule", age > rules.max_age_days,
                 f"the champion's data ends {trained_until}, {age} days ago (limit {rules.max_age_days})"),
         metric,
@@ -186,7 +214,7 @@ def check(engine: Engine, champion: LoadedModel, rules: RetrainRules, *, now: da
     latest = latest_day(engine, spec) or trained_until
     mae, rows = production_error(engine, spec, champion.tag, latest, rules.metric_window_days)
     return triggers(
-        trained_until=trained_until, now=now, new_rows=rows_after(engine, spec, trained_until),
+        trained_until=trained_until, now=now, new_data=new_data_after(engine, spec, trained_until),
         production_mae=mae, production_rows=rows, test_mae=champion.metadata["metrics"]["test"]["mae"],
         rules=rules, force=force,
     )  # fmt: skip

@@ -126,7 +126,7 @@ class Replay:
         return self._models[tag]
 
     def champion_tag(self) -> str:
-        return ChampionState.load(self.workdir / paths.CHAMPION).champion
+        return ChampionState.load(self.workdir / paths.CHAMPION, dataset=self.spec.name).champion
 
     def step(self, day: date, last: date) -> Step:
         """The step's hours arrive; score them, monitor them, and check whether to retrain."""
@@ -163,13 +163,14 @@ def simulate(root: Path, workdir: Path, out: Path, start: date, end: date, step_
              overrides: dict[str, str]) -> Path:  # fmt: skip
     """Copy the project at `root` into `workdir`, replay [start, end] there, write the report to `out`."""
     prepare(root, workdir, start, overrides)
-    return report(Replay(workdir).run(start, end, step_days), out)
+    replay = Replay(workdir)
+    return report(replay.run(start, end, step_days), out, replay.spec.target_label)
 
 
 # -- the report ----------------------------------------------------------------------------------
 
 
-def chart(steps: pd.DataFrame, path: Path | None = None) -> bytes:
+def chart(steps: pd.DataFrame, path: Path | None = None, label: str = "target") -> bytes:
     """Error per step: the champion vs the first model never retrained; retrains and promotions marked."""
     import matplotlib
 
@@ -187,7 +188,7 @@ def chart(steps: pd.DataFrame, path: Path | None = None) -> bytes:
                       label="retrained and promoted by the gate" if number == 0 else None)  # fmt: skip
     error.plot(pd.to_datetime(refused["end"]), refused["champion_mae"], "x", color="#d62728", markersize=10,
                markeredgewidth=2, linestyle="none", label="retrained, not promoted")  # fmt: skip
-    error.set_ylabel("MAE (rentals per hour)")
+    error.set_ylabel(f"MAE ({label})")
     error.set_title("Replaying the hours step by step: production error of each step")
     error.legend(loc="upper right", fontsize=8)
     error.grid(alpha=0.3)
@@ -208,12 +209,12 @@ def chart(steps: pd.DataFrame, path: Path | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def report(steps: list[Step], out: Path) -> Path:
+def report(steps: list[Step], out: Path, label: str = "target") -> Path:
     """steps.csv, chart.png and index.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame([asdict(step) for step in steps])
     frame.to_csv(out / "steps.csv", index=False)
-    image = chart(frame, out / "chart.png")
+    image = chart(frame, out / "chart.png", label)
     table = frame.assign(
         drifted_features=frame["drifted_features"].map(", ".join), crossed=frame["crossed"].map(", ".join),
         triggers=frame["triggers"].map(", ".join), reasons=frame["reasons"].map("; ".join),

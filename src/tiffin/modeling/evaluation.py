@@ -63,3 +63,23 @@ def slice_table(
             }
         )
     return pd.DataFrame.from_records(records)
+
+
+def series_verdicts(frame: pd.DataFrame, series: list[str], actual: np.ndarray, predicted: np.ndarray,
+                    baseline: np.ndarray, min_rows: int) -> pd.DataFrame:  # fmt: skip
+    """One row per series: rows, model and baseline MAE, and the verdict: `beats`, `loses` (the baseline's MAE is
+    not above the model's) or `too few rows` (under `min_rows`: reported, not judged)."""
+    records = []
+    if not series:
+        return pd.DataFrame.from_records(records, columns=["series", "rows", "mae", "baseline_mae", "verdict"])
+    label = frame[series].astype(str).agg(" / ".join, axis=1).to_numpy()
+    for name in sorted(set(label)):
+        mask = label == name
+        model, naive = (
+            regression_metrics(actual[mask], predicted[mask]),
+            regression_metrics(actual[mask], baseline[mask]),
+        )
+        verdict = "too few rows" if model["rows"] < min_rows else "beats" if model["mae"] < naive["mae"] else "loses"
+        records.append({"series": name, "rows": model["rows"], "mae": model["mae"], "baseline_mae": naive["mae"],
+                        "verdict": verdict})  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=["series", "rows", "mae", "baseline_mae", "verdict"])

@@ -16,11 +16,13 @@ ECHO_CHARACTERS = 200  # a value echoed in an error body is cut here: a 7 MB bad
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json")
 
 
-def request_json(frame: pd.DataFrame) -> str:
-    """Canonical rows as a client sends them: a JSON array of records, dates as YYYY-MM-DD."""
+def request_json(frame: pd.DataFrame, spec: DatasetSpec) -> str:
+    """Canonical rows as a client sends them: a JSON array of records, dates as YYYY-MM-DD and moments as
+    YYYY-MM-DDTHH:MM:SS (local time of the spec's zone, as the contract reads a time without offset)."""
     frame = frame.copy()
     for name in frame.select_dtypes("datetime").columns:
-        frame[name] = frame[name].dt.strftime("%Y-%m-%d")
+        form = "%Y-%m-%d" if spec.columns[name].type == "date" else "%Y-%m-%dT%H:%M:%S"
+        frame[name] = frame[name].dt.strftime(form)
     return frame.to_json(orient="records")
 
 

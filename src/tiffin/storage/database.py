@@ -7,7 +7,7 @@ as they come (text hours, missing values and all): cleaning them is the contract
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -100,11 +100,81 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
+DUPLICATE_RULE = "duplicate key"
+DUPLICATE_COLUMNS = ["row", "field", "value", "rule", "kept_row"]  # and the raw key columns after `row`
+
+
 @dataclass(frozen=True)
 class SeedResult:
-    offered: int
+    offered: int  # rows sent to the database: neither held back nor a later copy of a key
     inserted: int
     held_back: int  # rows after the cut-off, or with no readable time, when a cut-off was given
+    duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DUPLICATE_COLUMNS))
+    refused: bool = False  # nothing was loaded, because the file repeats keys and `refuse_duplicates` was asked
+
+    @property
+    def already_there(self) -> int:
+        """Rows whose key the table already had (from an earlier seed): not loaded again."""
+        return self.offered - self.inserted
+
+
+def _key_codes(raw: pd.Series, canonical: pd.Series | None) -> np.ndarray:
+    """One integer per row that is equal exactly for equal keys in this column: the canonical value where there
+    is one, else the raw value as text (a value that does not parse is compared as written); -1 where missing."""
+    present = raw.notna().to_numpy()
+    codes = np.full(len(raw), -1, dtype="int64")
+    taken = 0
+    if canonical is not None:
+        parsed = canonical.notna().to_numpy() & present
+        if parsed.any():
+            found, uniques = pd.factorize(canonical[parsed])
+            codes[parsed], taken = found, len(uniques)
+        present &= ~parsed
+    if present.any():
+        found, uniques = pd.factorize(raw[present])
+        texts, _ = pd.factorize(pd.Index(uniques).map(str))  # 6 and '6' as text alike, as the database stores them
+        codes[present] = texts[found] + taken
+    return codes
+
+
+def duplicate_keys(spec: DatasetSpec, raw: pd.DataFrame, canonical_keys: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows whose key repeats an earlier row's key in `raw` (file order): one reject per later copy, with its row,
+    raw key, `field`, `value`, `rule` and `kept_row`, the row of the first copy (the one that is loaded).
+
+    Rows are numbered as the contract numbers them in its rejects: by position among the data rows, from 0. Keys
+    are compared in `canonical_keys` (the key columns in canonical form, from the contract's normaliser, so that
+    '6am' and 6 are one hour) where given and readable, else as raw text. A row with a missing key value is no
+    duplicate: the contract reports it.
+    """
+    key = spec.key
+    if not set(key) <= set(raw.columns):  # no key to compare: the contract reports the missing column
+        return pd.DataFrame(columns=[*DUPLICATE_COLUMNS[:1], *key, *DUPLICATE_COLUMNS[1:]])
+    codes = pd.DataFrame(
+        {
+            name: _key_codes(
+                raw[name],
+                canonical_keys[name] if canonical_keys is not None and name in canonical_keys else None,
+            )
+            for name in key
+        }
+    )
+    complete = (codes >= 0).all(axis=1).to_numpy()
+    repeated = codes.duplicated(keep=False).to_numpy() & complete
+    if not repeated.any():
+        return pd.DataFrame(columns=[*DUPLICATE_COLUMNS[:1], *key, *DUPLICATE_COLUMNS[1:]])
+    rows = np.flatnonzero(repeated)
+    involved = codes.iloc[rows]
+    kept = pd.Series(rows, index=involved.index).groupby([involved[name] for name in key], sort=False).transform("min")
+    later = kept.to_numpy() != rows
+    rows, kept_rows = rows[later], kept.to_numpy()[later]
+    shown = raw.iloc[rows][key].astype(str).reset_index(drop=True)
+    rejects = pd.DataFrame({"row": rows})
+    rejects[key] = shown
+    rejects["field"] = ", ".join(key)
+    rejects["value"] = shown[key[0]].str.cat([shown[name] for name in key[1:]], sep=", ")
+    rejects["rule"] = DUPLICATE_RULE
+    rejects["kept_row"] = kept_rows
+    return rejects
 
 
 def read_seed_file(path: str | Path) -> pd.DataFrame:
@@ -115,14 +185,33 @@ def read_seed_file(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=True)
 
 
-def seed(engine: Engine, spec: DatasetSpec, raw: pd.DataFrame, held_back: np.ndarray | None = None) -> SeedResult:
+def seed(
+    engine: Engine,
+    spec: DatasetSpec,
+    raw: pd.DataFrame,
+    held_back: np.ndarray | None = None,
+    *,
+    canonical_keys: pd.DataFrame | None = None,
+    refuse_duplicates: bool = False,
+) -> SeedResult:
     """Load raw rows into the source table; existing keys are left alone (idempotent).
 
+    A key that repeats within `raw` is loaded once, from its first row; every later copy is left out and returned
+    in `duplicates` (see `duplicate_keys`; `canonical_keys` makes '6am' and 6 one key), never dropped unsaid.
+    With `refuse_duplicates`, a file that repeats a key loads nothing at all.
     `held_back` marks rows not to load yet (the contract's `held_back`: later hours, replayed as if arriving).
     """
+    raw = raw.reset_index(drop=True)
+    duplicates = duplicate_keys(spec, raw, canonical_keys)
+    if refuse_duplicates and len(duplicates):
+        return SeedResult(offered=0, inserted=0, held_back=0, duplicates=duplicates, refused=True)
+    load = np.ones(len(raw), dtype=bool)
+    load[duplicates["row"].to_numpy(dtype="int64")] = False
     held = 0
     if held_back is not None:
-        held, raw = int(held_back.sum()), raw[~held_back]
+        held = int((held_back & load).sum())
+        load &= ~held_back
+    raw = raw[load]
     table = source_table(engine, spec, like=raw)
     statement = _insert_ignoring_existing(engine, table, spec.key)
     before = count_rows(engine, spec)
@@ -132,7 +221,9 @@ def seed(engine: Engine, spec: DatasetSpec, raw: pd.DataFrame, held_back: np.nda
             with engine.begin() as connection:
                 connection.execute(statement, _records(chunk))
             progress.update(len(chunk))
-    return SeedResult(offered=len(raw), inserted=count_rows(engine, spec) - before, held_back=held)
+    return SeedResult(
+        offered=len(raw), inserted=count_rows(engine, spec) - before, held_back=held, duplicates=duplicates
+    )
 
 
 def count_rows(engine: Engine, spec: DatasetSpec) -> int:
