@@ -2,11 +2,16 @@
 
 Never random: a model is always scored on hours that come after the ones it learned from. Give the
 boundaries as dates (`validation_start`, `test_start`) or as shares of the time span.
+
+A spec with `history` gets its history features here, before the split, point-in-time from every row known
+(unlabeled rows included: their other columns are known), so that a test row reads the training rows
+before it exactly as production will.
 """
 
 import pandas as pd
 
 from tiffin.cli.stage import StageError, start
+from tiffin.features.history import history_features
 from tiffin.storage import paths
 from tiffin.storage.files import read_parquet, write_parquet
 
@@ -24,6 +29,10 @@ def boundaries(moments: pd.Series, params: dict) -> tuple[pd.Timestamp, pd.Times
 def main() -> None:
     spec, params, log = start("split")
     clean = read_parquet(paths.CLEAN)
+    if spec.history:
+        known = pd.concat([clean, read_parquet(paths.UNLABELED)], ignore_index=True)
+        clean = clean.join(history_features(spec, known, clean))
+        log.info("history features %s, horizon %s", ", ".join(spec.history.names()), spec.history.horizon)
     moments = spec.event_time(clean)
     validation_start, test_start = boundaries(moments, params)
     order = moments.argsort(kind="stable")

@@ -220,6 +220,31 @@ def spec_init(csv_path: str | None, table: str | None, db: str, name: str | None
     click.echo(f"then: `tiffin validate --spec {out} <rows>`, and point params.yaml `spec:` at it")
 
 
+@main.group()
+def features() -> None:
+    """History features: the feature table in the source database."""
+
+
+@features.command("materialize")
+@spec_option
+@db_option
+@click.option("--start", help="First event time to (re)compute, inclusive (default: the first row).")
+@click.option("--end", help="Last window value to read, inclusive; a date means the whole day (default: the last).")
+def features_materialize(spec_path: str | None, db: str, start: str | None, end: str | None) -> None:
+    """Compute the spec's history features for the window's rows and write those new or changed (a re-run writes
+    nothing; a late actual rewrites exactly the points that read it)."""
+    from tiffin.features import store
+    from tiffin.storage import database
+
+    spec, _ = _spec(spec_path)
+    if spec.history is None:
+        raise click.UsageError(f"the spec {spec.name} declares no `history`: nothing to materialize")
+    engine = database.engine_for(db, must_exist=True)
+    done = store.materialize(engine, spec, start, end)
+    click.echo(f"{store.table_name(spec)}: {done.points} points, {done.written} written (new or changed), "
+               f"{done.unchanged} unchanged")  # fmt: skip
+
+
 @main.command("validate")
 @spec_option
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))

@@ -36,6 +36,7 @@ import yaml
 from pandera import dtypes
 
 from tiffin.core import normalise
+from tiffin.core.spec import ColumnSpec
 
 MAX_CATEGORIES = 50  # more distinct text values than this is free text (a string), not a closed set
 MAX_SLICE_VALUES = 30  # a category with more segments than this makes an unreadable slice table
@@ -77,21 +78,10 @@ class ColumnDraft:
         return self.missing > 0
 
     def spec(self) -> dict[str, Any]:
-        """The column's entry in the spec."""
-        entry: dict[str, Any] = {"type": self.type}
-        if self.values is not None:
-            entry["values"] = self.values
-        if self.nullable:
-            entry["nullable"] = True
-        if self.minimum is not None:
-            entry["min"] = self.minimum
-        if self.maximum is not None:
-            entry["max"] = self.maximum
-        if self.parse:
-            entry["parse"] = self.parse
-        if self.example is not None:
-            entry["example"] = self.example
-        return entry
+        """The column's entry in the spec: a ColumnSpec (checked as the spec will be), written without defaults."""
+        column = ColumnSpec(type=self.type, nullable=self.nullable, min=self.minimum, max=self.maximum,
+                            values=self.values, parse=self.parse, example=self.example)  # fmt: skip
+        return column.model_dump(exclude_defaults=True)
 
     def summary(self) -> str:
         if self.values is not None:

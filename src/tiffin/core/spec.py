@@ -89,6 +89,70 @@ class FeatureSpec(_Strict):
         return [*self.numeric, *self.categorical, *self.date_parts]
 
 
+Aggregate = Literal["mean", "min", "max", "sum", "std"]
+
+
+def duration(text: str) -> pd.Timedelta:
+    """'1h', '24h', '7d', '30min' as a Timedelta; a clear error for anything else."""
+    try:
+        value = pd.Timedelta(text)
+    except (ValueError, TypeError):
+        raise ValueError(f"{text!r} is no duration: write e.g. 1h, 24h, 7d") from None
+    if value <= pd.Timedelta(0):
+        raise ValueError(f"{text!r}: a duration must be positive")
+    return value
+
+
+class RollingSpec(_Strict):
+    """Aggregates of a column over `window`, ending `horizon` before the predicted time."""
+
+    window: str
+    agg: list[Aggregate]
+
+
+class HistoryFeatureSpec(_Strict):
+    """Past values of one numeric column of the same series: lags and rolling windows."""
+
+    column: str
+    lags: list[str] = []
+    rolling: list[RollingSpec] = []
+
+    def names(self) -> list[str]:
+        """The feature columns this makes, e.g. `<column>_lag_24h`, `<column>_mean_24h`."""
+        lags = [f"{self.column}_lag_{lag}" for lag in self.lags]
+        return lags + [f"{self.column}_{agg}_{r.window}" for r in self.rolling for agg in r.agg]
+
+
+class HistorySpec(_Strict):
+    """History features per series, known `horizon` before the predicted time (see `tiffin.features.history`).
+
+    `step` is the data's time step (the grid the history is read on: a missing step is a gap, read as null).
+    """
+
+    horizon: str = "1h"
+    step: str = "1h"
+    features: list[HistoryFeatureSpec]
+
+    @model_validator(mode="after")
+    def _sees_no_future(self) -> HistorySpec:
+        horizon, step = duration(self.horizon), duration(self.step)
+        for given in [self.horizon, *(lag for f in self.features for lag in f.lags),
+                      *(r.window for f in self.features for r in f.rolling)]:  # fmt: skip
+            if duration(given) % step:
+                raise ValueError(f"{given} is not a whole number of steps ({self.step})")
+        for feature in self.features:
+            early = [lag for lag in feature.lags if duration(lag) < horizon]
+            if early:
+                raise ValueError(
+                    f"history of {feature.column}: lags {early} are shorter than the horizon {self.horizon}: "
+                    "they would read values not known when the prediction is made"
+                )
+        return self
+
+    def names(self) -> list[str]:
+        return [name for feature in self.features for name in feature.names()]
+
+
 class ModelSpec(_Strict):
     estimator: str = "sklearn.ensemble.HistGradientBoostingRegressor"
     params: dict[str, Any] = {}
@@ -109,6 +173,9 @@ class SliceSpec(_Strict):
 
 class EvaluationSpec(_Strict):
     baseline_group_by: list[str]
+    # For a spec with history: a second naive model, the target this long before (168h: the same hour last week),
+    # per series; one of the target's history lags.
+    history_baseline_lag: str | None = None
     slices: list[SliceSpec] = []
 
 
@@ -124,6 +191,8 @@ class DatasetSpec(_Strict):
     never_features: list[str] = []
     columns: dict[str, ColumnSpec]
     features: FeatureSpec
+    # Past values per series (lags, rolling windows), known a forecast horizon before the predicted time.
+    history: HistorySpec | None = None
     model: ModelSpec = ModelSpec()
     evaluation: EvaluationSpec
     # A request field the contract does not name: refused (a 400 naming it), or ignored.
@@ -149,11 +218,34 @@ class DatasetSpec(_Strict):
         leaked = set(self.features.columns()) & {self.target, *self.never_features}
         if leaked:
             raise ValueError(f"{sorted(leaked)} can never be model inputs (target or never_features)")
+        if self.history:
+            self._history_reads_known_numbers()
+        elif self.evaluation.history_baseline_lag:
+            raise ValueError("evaluation.history_baseline_lag needs `history` (the target's lags)")
         for name, col in self.columns.items():
             for rule, derived in (("fill_missing", col.fill_missing), ("agrees_with", col.agrees_with)):
                 if derived and derived.from_ not in self.columns:
                     raise ValueError(f"{name}.{rule}.from names an undeclared column")
         return self
+
+    def _history_reads_known_numbers(self) -> None:
+        for feature in self.history.features:
+            column = self.columns.get(feature.column)
+            if column is None:
+                raise ValueError(f"history names undeclared column {feature.column!r}")
+            if column.type not in ("int", "float"):
+                raise ValueError(f"history of {feature.column}: only numeric columns have lags and windows")
+            if feature.column in self.never_features:
+                raise ValueError(f"history of {feature.column}: a never_features column is never read, not even late")
+        lag = self.evaluation.history_baseline_lag
+        target_lags = [lag for f in self.history.features if f.column == self.target for lag in f.lags]
+        if lag is not None and lag not in target_lags:
+            raise ValueError(
+                f"evaluation.history_baseline_lag {lag} must be one of the target's history lags {target_lags}"
+            )
+        clashes = set(self.history.names()) & set(self.columns)
+        if clashes:
+            raise ValueError(f"history feature names {sorted(clashes)} clash with declared columns")
 
     @property
     def input_columns(self) -> list[str]:

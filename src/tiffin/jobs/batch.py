@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from tiffin.core.contract import Contract, shown
 from tiffin.core.spec import DatasetSpec
+from tiffin.features import store
 from tiffin.serving.scorer import Scorer
 from tiffin.storage import predlog
 from tiffin.storage.bulk import BulkConnection
@@ -144,10 +145,12 @@ class ScoredChunk:
     reject_positions: np.ndarray  # each reject line's row in the chunk (its position)
 
 
-def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> ScoredChunk:
+def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame, history: pd.DataFrame | None = None
+                ) -> ScoredChunk:  # fmt: skip
     """The batch engines' one scoring step: contract, features, model. Local and Spark run this.
 
-    A row whose window value cannot be read as a time is rejected too (it belongs to no window)."""
+    A row whose window value cannot be read as a time is rejected too (it belongs to no window). `history`: the
+    feature table's rows for the window (a spec with history features), attached to the valid rows."""
     chunk = chunk.reset_index(drop=True)
     spec = scorer.spec
     result = contract.validate(chunk, serving=True)
@@ -156,6 +159,8 @@ def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame) -> Scor
     if len(unreadable):
         rejects = pd.concat([rejects, unreadable], ignore_index=True).sort_values(["row", "field"], kind="stable")
         valid = valid.drop(index=unreadable["row"].unique(), errors="ignore")
+    if history is not None:
+        valid = store.attach(spec, valid, history)
     predictions = scorer.predict(valid) if len(valid) else []
     scored = chunk.loc[valid.index, key].reset_index(drop=True)
     scored["event_time"] = spec.event_time(valid).to_numpy(dtype="datetime64[us]")
@@ -298,6 +303,7 @@ class BatchJob:
         self.shadow = shadow
         self.retry_rejects = retry_rejects
         self.threads = threads
+        self.history: pd.DataFrame | None = None  # the window's feature table rows (specs with history)
         self.contract = Contract(self.spec)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
@@ -382,7 +388,7 @@ class BatchJob:
             unchanged = self._unchanged_rejects(chunk, keys)
             skipped = int(unchanged.sum())
             chunk, keys = chunk[~unchanged].reset_index(drop=True), keys[~unchanged].reset_index(drop=True)
-        scored = score_chunk(self.scorer, self.contract, chunk)
+        scored = score_chunk(self.scorer, self.contract, chunk, self.history)
         same = {"run_id": run_id, "model": self.tag}
         rejects = scored.rejects.assign(row_hash=_row_hashes(chunk.iloc[scored.reject_positions]))
         writes = [
@@ -447,6 +453,15 @@ class BatchJob:
                 window = Window.parse(start, end)
             return self._run(window, start or "", end or "")
 
+    def _history(self, start: str | None, end: str | None) -> pd.DataFrame | None:
+        """For a spec with history features: materialize the window's (new or changed points only), then read them,
+        before the bulk connections open (the only ones to touch the database from then on)."""
+        if self.spec.history is None:
+            return None
+        done = store.materialize(self.engine, self.spec, start, end)
+        log.info("%s: %d points, %d written", store.table_name(self.spec), done.points, done.written)
+        return store.read(self.engine, self.spec, start, end)
+
     def _run(self, window: Window, start: str, end: str) -> RunSummary:
         began = time.perf_counter()
         summary = RunSummary(str(uuid.uuid4()), self.tag, start, end)
@@ -457,6 +472,7 @@ class BatchJob:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         bulk: list[BulkConnection] = []
         try:
+            self.history = self._history(start or None, end or None)
             # The count is a second pass over the window: only worth it for a progress bar on a terminal
             # (tqdm's disable=None hides the bar elsewhere: cron, CI, logs).
             total = self.count(window) if sys.stderr.isatty() else None

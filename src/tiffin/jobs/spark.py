@@ -132,6 +132,9 @@ def _scorer_for(model_bytes: bytes, spec_text: str):
 
 def score(frame, model: LoadedModel):
     """Predictions and rejects (as one union DataFrame) for a Spark DataFrame of raw rows."""
+    if model.spec.history:
+        raise ValueError(f"{model.tag} reads history features, which the Spark engine does not read yet (issue 15): "
+                         "score it with the local engine, `tiffin batch`")  # fmt: skip
     spark = frame.sparkSession
     model_bytes = spark.sparkContext.broadcast((model.path / MODEL_FILE).read_bytes())
     spec_text = spark.sparkContext.broadcast((model.path / SPEC_FILE).read_text())

@@ -72,4 +72,12 @@ class Deployment:
                 f"{models.champion} is not in BentoML's model store (BENTOML_HOME={settings.model_store_home_env()}): "
                 "`make serve` serves the project's store (.bentoml/), or set BENTOML_HOME to the store that has it"
             )
-        return cls(ServiceConfig.from_env(), models.champion, models.challenger, load_spec(stored.path_of(SPEC_FILE)))
+        spec = load_spec(stored.path_of(SPEC_FILE))
+        if spec.history:
+            # Its history features are looked up, not sent: until the API has its online lookup (issue 15), it
+            # would score without them. Refuse to start rather than answer wrongly; the batch runner scores it.
+            raise LookupError(
+                f"{models.champion} reads history features ({', '.join(spec.history.names())}), which the API cannot "
+                "look up yet: score it with `tiffin batch`, or serve a model of a spec without `history`"
+            )
+        return cls(ServiceConfig.from_env(), models.champion, models.challenger, spec)

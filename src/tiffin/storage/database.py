@@ -84,15 +84,28 @@ def source_table(engine: Engine, spec: DatasetSpec, like: pd.DataFrame | None = 
     return table
 
 
-def _insert_ignoring_existing(engine: Engine, table: sa.Table, key: list[str]) -> sa.Insert:
-    """INSERT that skips rows whose key is already there, so seeding twice adds nothing."""
+def _dialect_insert(engine: Engine) -> object:
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL)."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif engine.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
-        raise NotImplementedError(f"idempotent seeding supports SQLite and PostgreSQL, not {engine.dialect.name}")
-    return insert(table).on_conflict_do_nothing(index_elements=key)
+        raise NotImplementedError(f"idempotent writes support SQLite and PostgreSQL, not {engine.dialect.name}")
+    return insert
+
+
+def _insert_ignoring_existing(engine: Engine, table: sa.Table, key: list[str]) -> sa.Insert:
+    """INSERT that skips rows whose key is already there, so seeding twice adds nothing."""
+    return _dialect_insert(engine)(table).on_conflict_do_nothing(index_elements=key)
+
+
+def upsert(engine: Engine, table: sa.Table, key: list[str]) -> sa.Insert:
+    """INSERT that replaces the other columns of a row whose key is already there."""
+    insert = _dialect_insert(engine)(table)
+    return insert.on_conflict_do_update(
+        index_elements=key, set_={c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
+    )
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

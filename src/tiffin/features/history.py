@@ -1,0 +1,146 @@
+"""History features: past values of a series (lags, rolling windows), point-in-time correct.
+
+One computation serves training (on the snapshot), the feature table the batch runner reads, and the API's
+lookup: `HistoryGrid` holds the known values of each series on the spec's time grid, and `features` reads a
+point's lags and windows from it. For a point at time t and a horizon h (the spec's `history.horizon`: how long
+before t the prediction is made), a lag L reads the value at t - L (L >= h, the spec refuses less) and a window
+W aggregates the values in (t - h - W, t - h]. Nothing later than t - h is read, whatever the rows hold.
+
+Each window is aggregated on its own values alone (no running sums), so a value does not depend on how much
+history came before it: a cache holding only the last days gives the same bits as the whole snapshot.
+
+Gaps are declared one way: a missing step is null; a lag onto a gap is null, and a window aggregates the values
+it has (null if none; std needs two).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tiffin.core.spec import DatasetSpec, duration
+
+_WINDOW_CELLS = 4_000_000  # values gathered at once when aggregating windows (32 MB)
+_AGGREGATES = {
+    "mean": np.nanmean,
+    "min": np.nanmin,
+    "max": np.nanmax,
+    "sum": np.nansum,
+    "std": lambda values, axis: np.nanstd(values, axis=axis, ddof=1),
+}
+
+
+def series_labels(spec: DatasetSpec, frame: pd.DataFrame) -> pd.Series:
+    """Each row's series as one text label (one series, '', for a spec without `series`)."""
+    if not spec.series:
+        return pd.Series("", index=frame.index, dtype=object)
+    return frame[spec.series].astype(str).agg("\x1f".join, axis=1)
+
+
+@dataclass
+class HistoryGrid:
+    """The known values of each history column, per series, on the step grid from `origin`."""
+
+    spec: DatasetSpec
+    origin: pd.Timestamp
+    series: dict[str, int]  # label -> row of the grids
+    grids: dict[str, np.ndarray]  # column -> (series, slots), NaN where nothing is known
+
+    @classmethod
+    def from_rows(cls, spec: DatasetSpec, rows: pd.DataFrame, origin: pd.Timestamp | None = None) -> HistoryGrid:
+        """The grid of `rows` (canonical): each row's value at its series and step; the first row's step as the
+        origin unless given."""
+        history = spec.history
+        if history is None:
+            raise ValueError(f"the spec {spec.name} declares no history features")
+        step = duration(history.step)
+        times = spec.event_time(rows)
+        known = times.notna().to_numpy()
+        if origin is None:
+            origin = times[known].min().floor(step) if known.any() else pd.Timestamp(0)
+        slots = np.zeros(len(rows), dtype="int64")
+        slots[known] = ((times[known] - origin) // step).to_numpy(dtype="int64")
+        known &= slots >= 0
+        labels = series_labels(spec, rows).to_numpy()
+        series = {label: code for code, label in enumerate(dict.fromkeys(labels[known]))}
+        codes = np.array([series.get(label, -1) for label in labels], dtype="int64")
+        width = int(slots[known].max()) + 1 if known.any() else 0
+        grids = {}
+        for column in dict.fromkeys(feature.column for feature in history.features):
+            grid = np.full((len(series), width), np.nan)
+            values = rows[column].to_numpy(dtype="float64", na_value=np.nan)
+            grid[codes[known], slots[known]] = values[known]
+            grids[column] = grid
+        return cls(spec, origin, series, grids)
+
+    def slots(self, times: pd.Series) -> np.ndarray:
+        return ((times - self.origin) // duration(self.spec.history.step)).to_numpy(dtype="int64")
+
+    def features(self, labels: np.ndarray, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The history features of points (series label, slot), in the spec's order; null where nothing is known."""
+        history = self.spec.history
+        step = duration(history.step)
+        ahead = int(duration(history.horizon) // step)
+        codes = np.array([self.series.get(label, -1) for label in labels], dtype="int64")
+        found: dict[str, np.ndarray] = {}
+        for feature in history.features:
+            grid = self.grids[feature.column]
+            for lag in feature.lags:
+                found[f"{feature.column}_lag_{lag}"] = _at(grid, codes, slots - int(duration(lag) // step))
+            for rolling in feature.rolling:
+                window = int(duration(rolling.window) // step)
+                for agg, values in _aggregated(grid, codes, slots - ahead, window, rolling.agg).items():
+                    found[f"{feature.column}_{agg}_{rolling.window}"] = values
+        return found
+
+
+def _aggregated(grid: np.ndarray, codes: np.ndarray, ends: np.ndarray, window: int,
+                aggregates: list[str]) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each aggregate of each point's window, computed window by window (in chunks of points, to bound memory)."""
+    found = {agg: np.full(len(ends), np.nan) for agg in aggregates}
+    chunk = max(1, _WINDOW_CELLS // window)
+    for start in range(0, len(ends), chunk):
+        part = slice(start, start + chunk)
+        values = _windows(grid, codes[part], ends[part], window)
+        counts = np.sum(~np.isnan(values), axis=1)
+        for agg in aggregates:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an empty window is null, said below
+                result = _AGGREGATES[agg](values, axis=1)
+            result[counts < (2 if agg == "std" else 1)] = np.nan
+            found[agg][part] = result
+    return found
+
+
+def _at(grid: np.ndarray, codes: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """grid[series, slot]; null off the grid or for an unknown series."""
+    inside = (codes >= 0) & (slots >= 0) & (slots < grid.shape[1])
+    found = np.full(len(slots), np.nan)
+    found[inside] = grid[codes[inside], slots[inside]]
+    return found
+
+
+def _windows(grid: np.ndarray, codes: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """Each point's `window` values ending at its slot `ends` (inclusive), as rows of a (points, window) array;
+    null off the grid."""
+    slots = ends[:, None] - (window - 1) + np.arange(window)
+    inside = (codes[:, None] >= 0) & (slots >= 0) & (slots < grid.shape[1])
+    found = np.full(slots.shape, np.nan)
+    rows = np.broadcast_to(codes[:, None], slots.shape)
+    found[inside] = grid[rows[inside], slots[inside]]
+    return found
+
+
+def history_features(spec: DatasetSpec, rows: pd.DataFrame, points: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The spec's history features for each of `points` (canonical frames with the series and time columns;
+    default: the rows themselves), read from `rows` (canonical, with the history columns), indexed as `points`."""
+    points = rows if points is None else points
+    times = spec.event_time(points)
+    if times.isna().any():
+        raise ValueError("history features need each point's time: the contract refuses a row without one")
+    grid = HistoryGrid.from_rows(spec, rows)
+    found = grid.features(series_labels(spec, points).to_numpy(), grid.slots(times))
+    return pd.DataFrame(found, index=points.index)

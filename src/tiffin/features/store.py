@@ -1,0 +1,146 @@
+"""The feature table: history features written to the source database, incremental and idempotent.
+
+`materialize` reads the source rows of a window (and the history before it that the features reach back to),
+puts them through the contract, computes the history features of every row with `history.history_features`,
+the function training uses, and writes the rows whose features are new or changed: a re-run writes nothing, and
+a late actual rewrites exactly the points whose features read it. One row per (series, event time), with the
+time as ISO text (local time of the spec's zone), as the prediction log has it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tiffin.core.contract import Contract
+from tiffin.core.spec import DatasetSpec, duration
+from tiffin.features.history import history_features
+from tiffin.storage import database
+from tiffin.storage.clock import iso_now
+
+EVENT_TIME = "event_time"
+TIME_TEXT = "%Y-%m-%dT%H:%M:%S"
+
+
+def table_name(spec: DatasetSpec) -> str:
+    return f"{spec.source.table}_history"
+
+
+def lookback(spec: DatasetSpec) -> pd.Timedelta:
+    """How far before a point its features read: the longest lag, or the horizon plus the longest window."""
+    history = spec.history
+    horizon = duration(history.horizon)
+    reaches = [duration(lag) for f in history.features for lag in f.lags]
+    reaches += [horizon + duration(r.window) for f in history.features for r in f.rolling]
+    return max(reaches, default=horizon)
+
+
+def feature_table(engine: Engine, spec: DatasetSpec) -> sa.Table:
+    """The table (created if missing): series columns and event time as the key, one column per feature."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        table_name(spec), metadata,
+        *[sa.Column(name, sa.Text(), primary_key=True) for name in spec.series],
+        sa.Column(EVENT_TIME, sa.String(32), primary_key=True),
+        *[sa.Column(name, sa.Float(precision=53)) for name in spec.history.names()],
+        sa.Column("computed_at", sa.String(32), nullable=False),
+    )  # fmt: skip
+    metadata.create_all(engine)
+    return table
+
+
+@dataclass(frozen=True)
+class Materialized:
+    points: int  # rows of the window, each a (series, time) point
+    written: int  # new, or with a feature that changed
+    unchanged: int
+
+
+def _window_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Canonical rows of [start - lookback, end]: those whose values are known (valid and unlabeled alike: their
+    other columns are known), and the points (every row the batch runner can score: its inputs are valid)."""
+    early = (pd.Timestamp(start) - lookback(spec)).strftime("%Y-%m-%d") if start else None
+    contract, known, points = Contract(spec), [], []
+    for chunk in database.read_window(engine, spec, early, end):
+        result = contract.validate(chunk)
+        known += [result.valid, result.unlabeled]
+        points.append(contract.validate(chunk, serving=True).valid)
+    return _joined(spec, known), _joined(spec, points)
+
+
+def _joined(spec: DatasetSpec, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [frame for frame in frames if len(frame)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(spec.columns))
+
+
+def keyed(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """The feature table's key of each row: its series columns as text and its event time as ISO text."""
+    keys = frame[spec.series].astype(str) if spec.series else pd.DataFrame(index=frame.index)
+    return keys.assign(**{EVENT_TIME: spec.event_time(frame).dt.strftime(TIME_TEXT)})
+
+
+def computed(spec: DatasetSpec, known: pd.DataFrame, points: pd.DataFrame, start: str | None) -> pd.DataFrame:
+    """The feature rows of the points at or after `start` (series, event time as text, features)."""
+    if start:
+        points = points[spec.event_time(points) >= pd.Timestamp(start)]
+    rows = keyed(spec, points).join(history_features(spec, known, points))
+    return rows.drop_duplicates([*spec.series, EVENT_TIME], keep="first").reset_index(drop=True)
+
+
+def _stored(engine: Engine, table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
+    column = table.c[EVENT_TIME]
+    query = sa.select(table).where(column >= rows[EVENT_TIME].min(), column <= rows[EVENT_TIME].max())
+    with engine.connect() as connection:
+        return pd.DataFrame(connection.execute(query).all(), columns=[c.name for c in table.columns])
+
+
+def _changed(rows: pd.DataFrame, stored: pd.DataFrame, key: list[str], names: list[str]) -> np.ndarray:
+    """Which rows are new or differ from the stored ones (null equal to null)."""
+    merged = rows[key].merge(stored, on=key, how="left", indicator=True)
+    new = (merged["_merge"] == "left_only").to_numpy()
+    ours = rows[names].to_numpy(dtype="float64")
+    theirs = merged[names].to_numpy(dtype="float64", na_value=np.nan)
+    differs = ~((ours == theirs) | (np.isnan(ours) & np.isnan(theirs))).all(axis=1)
+    return new | differs
+
+
+def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None) -> Materialized:
+    """Write the history features of the window's rows; only those that are new or changed."""
+    if spec.history is None:
+        raise ValueError(f"the spec {spec.name} declares no history features: nothing to materialize")
+    table = feature_table(engine, spec)
+    rows = computed(spec, *_window_rows(engine, spec, start, end), start)
+    if rows.empty:
+        return Materialized(0, 0, 0)
+    key, names = [*spec.series, EVENT_TIME], spec.history.names()
+    write = rows[_changed(rows, _stored(engine, table, rows), key, names)]
+    if len(write):
+        insert = database.upsert(engine, table, key)
+        records = write.astype(object).where(write.notna(), None).assign(computed_at=iso_now()).to_dict("records")
+        with engine.begin() as connection:
+            connection.execute(insert, records)
+    return Materialized(points=len(rows), written=len(write), unchanged=len(rows) - len(write))
+
+
+def read(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """Materialized feature rows whose event time lies in the window [start, end] (ISO text; a date end takes in
+    the whole day), ordered by series and time."""
+    table = feature_table(engine, spec)
+    column = table.c[EVENT_TIME]
+    query = sa.select(table).where(*database.Window.parse(start, end).conditions(column, text_sep="T"))
+    with engine.connect() as connection:
+        rows = connection.execute(query.order_by(*[table.c[k] for k in spec.series], column)).all()
+    return pd.DataFrame(rows, columns=[c.name for c in table.columns]).drop(columns="computed_at")
+
+
+def attach(spec: DatasetSpec, frame: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its history features from `stored` (rows of the table); null for a point not in it."""
+    key = [*spec.series, EVENT_TIME]
+    found = keyed(spec, frame).merge(stored, on=key, how="left").drop(columns=key)
+    found.index = frame.index
+    return frame.join(found.astype("float64"))
