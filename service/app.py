@@ -12,7 +12,7 @@ import gc
 from typing import Any
 
 import bentoml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 from threadpoolctl import threadpool_limits
 
@@ -30,10 +30,21 @@ class Predictions(BaseModel):
     model: str
 
 
+class HistoryPredictions(Predictions):
+    """A model with history features: their values are looked up, and rows whose history was stale are counted."""
+
+    stale_features: int = Field(description="Rows answered with null history features (their series' history is "
+                                "stale or missing; see the spec's history.stale_after)")  # fmt: skip
+
+
+# BentoML reads the models to package, the request's schema and the service's options from the class: one
+# resolution of the settings, the models and the champion's spec, here.
+DEPLOYMENT = Deployment.resolve()
+Answer = HistoryPredictions if DEPLOYMENT.spec.history else Predictions
+
+
 class Tiffin:
-    # BentoML reads the models to package, the request's schema and the service's options from the class:
-    # one resolution of the settings, the models and the champion's spec, here.
-    deployment = Deployment.resolve()
+    deployment = DEPLOYMENT
     config = deployment.config
     model = bentoml.models.BentoModel(deployment.champion)
     # A challenger runs in shadow: scored on the logged rows, off the request path; never answers.
@@ -46,7 +57,8 @@ class Tiffin:
         self.turn = asyncio.Lock()  # one request scored at a time, one per turn of the event loop (see predict)
         api.quiet_client_errors()
         champion = from_store(self.model, spec=self.deployment.spec)
-        self.scorer = Scorer.from_model(champion)
+        self.history = api.online_history(self.config, champion.spec)  # for a spec with history features
+        self.scorer = Scorer.from_model(champion, self.history)
         self.tag = champion.tag
         self.metrics = Metrics(self.tag)
         shadow = from_store(self.shadow) if self.shadow is not None else None
@@ -61,12 +73,14 @@ class Tiffin:
     def flush_log(self) -> None:
         if self.log is not None:
             self.log.close()
+        if self.history is not None:
+            self.history.stop()
 
     def __is_ready__(self) -> bool:
         return getattr(self, "ready", False)
 
     @bentoml.api(route="/predict", input_spec=request_model(deployment.spec, config.max_rows))
-    async def predict(self, rows: list[dict[str, Any]]) -> Predictions:
+    async def predict(self, rows: list[dict[str, Any]]) -> Answer:
         """Predict one or many records of the contract's canonical form; all or nothing."""
         # Scoring is synchronous and short, so it runs on the event loop (a thread would cost a hand-off and
         # fight the loop for the GIL). Scoring one request per turn of the loop means the loop reads what
@@ -76,16 +90,18 @@ class Tiffin:
             await asyncio.sleep(0)
             return self.answer(rows)
 
-    def answer(self, rows: list[dict[str, Any]]) -> Predictions | JSONResponse:
+    def answer(self, rows: list[dict[str, Any]]) -> Answer | JSONResponse:
         if refused := api.refuse_size(rows, self.config.max_rows):
             return JSONResponse(refused.body, status_code=refused.status)
         scored = self.scorer.score(rows)
         if scored.problems:
             self.metrics.rejected(scored.problems)
             return JSONResponse(api.problems_body(scored.problems, len(rows)), status_code=400)
-        self.metrics.served(scored.predictions)
+        self.metrics.served(scored.predictions, scored.stale)
         if self.log is not None:
             self.log.submit(scored.columns, scored.predictions)
+        if self.history is not None:
+            return HistoryPredictions(predictions=scored.predictions, model=self.tag, stale_features=scored.stale)
         return Predictions(predictions=scored.predictions, model=self.tag)
 
 

@@ -132,11 +132,15 @@ class HistorySpec(_Strict):
     horizon: str = "1h"
     step: str = "1h"
     features: list[HistoryFeatureSpec]
+    # Online: a series whose last known value before t - horizon is older than this is stale; its features are
+    # then null and counted in the answer (`null`), or the request is refused naming the series (`refuse`).
+    stale_after: str = "48h"
+    when_stale: Literal["null", "refuse"] = "null"
 
     @model_validator(mode="after")
     def _sees_no_future(self) -> HistorySpec:
         horizon, step = duration(self.horizon), duration(self.step)
-        for given in [self.horizon, *(lag for f in self.features for lag in f.lags),
+        for given in [self.horizon, self.stale_after, *(lag for f in self.features for lag in f.lags),
                       *(r.window for f in self.features for r in f.rolling)]:  # fmt: skip
             if duration(given) % step:
                 raise ValueError(f"{given} is not a whole number of steps ({self.step})")

@@ -15,8 +15,8 @@ it has (null if none; std needs two).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -24,13 +24,6 @@ import pandas as pd
 from tiffin.core.spec import DatasetSpec, duration
 
 _WINDOW_CELLS = 4_000_000  # values gathered at once when aggregating windows (32 MB)
-_AGGREGATES = {
-    "mean": np.nanmean,
-    "min": np.nanmin,
-    "max": np.nanmax,
-    "sum": np.nansum,
-    "std": lambda values, axis: np.nanstd(values, axis=axis, ddof=1),
-}
 
 
 def series_labels(spec: DatasetSpec, frame: pd.DataFrame) -> pd.Series:
@@ -48,6 +41,7 @@ class HistoryGrid:
     origin: pd.Timestamp
     series: dict[str, int]  # label -> row of the grids
     grids: dict[str, np.ndarray]  # column -> (series, slots), NaN where nothing is known
+    last_known: list[np.ndarray] | None = None  # per series, the slots holding a value (the online lookup's)
 
     @classmethod
     def from_rows(cls, spec: DatasetSpec, rows: pd.DataFrame, origin: pd.Timestamp | None = None) -> HistoryGrid:
@@ -76,42 +70,88 @@ class HistoryGrid:
             grids[column] = grid
         return cls(spec, origin, series, grids)
 
-    def slots(self, times: pd.Series) -> np.ndarray:
-        return ((times - self.origin) // duration(self.spec.history.step)).to_numpy(dtype="int64")
+    def slots(self, times: pd.Series | np.ndarray) -> np.ndarray:
+        """Each time's step on the grid (floored); times as a Series or a datetime64[ns] array."""
+        moments = np.asarray(times, dtype="datetime64[ns]").view("int64")
+        return (moments - self.origin.value) // self._plan.step
+
+    @cached_property
+    def _plan(self) -> _Plan:
+        return _Plan.of(self.spec)
 
     def features(self, labels: np.ndarray, slots: np.ndarray) -> dict[str, np.ndarray]:
         """The history features of points (series label, slot), in the spec's order; null where nothing is known."""
-        history = self.spec.history
-        step = duration(history.step)
-        ahead = int(duration(history.horizon) // step)
+        plan = self._plan
         codes = np.array([self.series.get(label, -1) for label in labels], dtype="int64")
         found: dict[str, np.ndarray] = {}
-        for feature in history.features:
-            grid = self.grids[feature.column]
-            for lag in feature.lags:
-                found[f"{feature.column}_lag_{lag}"] = _at(grid, codes, slots - int(duration(lag) // step))
-            for rolling in feature.rolling:
-                window = int(duration(rolling.window) // step)
-                for agg, values in _aggregated(grid, codes, slots - ahead, window, rolling.agg).items():
-                    found[f"{feature.column}_{agg}_{rolling.window}"] = values
+        for column, lags, windows in plan.reads:
+            grid = self.grids[column]
+            for name, steps in lags:
+                found[name] = _at(grid, codes, slots - steps)
+            for names, steps, aggregates in windows:
+                for agg, values in _aggregated(grid, codes, slots - plan.ahead, steps, aggregates).items():
+                    found[names[agg]] = values
         return found
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The spec's history in steps, worked out once: durations are parsed per grid, never per request."""
+
+    step: int  # nanoseconds
+    ahead: int  # the horizon, in steps
+    # per column: its lags (feature name, steps) and its windows ({aggregate: feature name}, steps, aggregates)
+    reads: list[tuple[str, list[tuple[str, int]], list[tuple[dict[str, str], int, list[str]]]]]
+
+    @classmethod
+    def of(cls, spec: DatasetSpec) -> _Plan:
+        history = spec.history
+        step = duration(history.step)
+        reads = []
+        for feature in history.features:
+            lags = [(f"{feature.column}_lag_{lag}", int(duration(lag) // step)) for lag in feature.lags]
+            windows = [({agg: f"{feature.column}_{agg}_{r.window}" for agg in r.agg}, int(duration(r.window) // step),
+                        list(r.agg)) for r in feature.rolling]  # fmt: skip
+            reads.append((feature.column, lags, windows))
+        return cls(step.value, int(duration(history.horizon) // step), reads)
 
 
 def _aggregated(grid: np.ndarray, codes: np.ndarray, ends: np.ndarray, window: int,
                 aggregates: list[str]) -> dict[str, np.ndarray]:  # fmt: skip
-    """Each aggregate of each point's window, computed window by window (in chunks of points, to bound memory)."""
+    """Each aggregate of each point's window over the values present (null when none; std: when fewer than two),
+    window by window, in chunks of points to bound memory."""
     found = {agg: np.full(len(ends), np.nan) for agg in aggregates}
     chunk = max(1, _WINDOW_CELLS // window)
     for start in range(0, len(ends), chunk):
         part = slice(start, start + chunk)
         values = _windows(grid, codes[part], ends[part], window)
-        counts = np.sum(~np.isnan(values), axis=1)
-        for agg in aggregates:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an empty window is null, said below
-                result = _AGGREGATES[agg](values, axis=1)
-            result[counts < (2 if agg == "std" else 1)] = np.nan
+        for agg, result in _aggregates(values, aggregates).items():
             found[agg][part] = result
+    return found
+
+
+def _aggregates(values: np.ndarray, aggregates: list[str]) -> dict[str, np.ndarray]:
+    """Row-wise aggregates of a (points, window) array over its non-null values."""
+    missing = np.isnan(values)
+    counts = (~missing).sum(axis=1)
+    zeroed = np.where(missing, 0.0, values)
+    sums = zeroed.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+        computed = {
+            "sum": sums,
+            "mean": means,
+            "min": np.where(missing, np.inf, values).min(axis=1),
+            "max": np.where(missing, -np.inf, values).max(axis=1),
+        }
+        if "std" in aggregates:
+            deviations = np.where(missing, 0.0, values - means[:, None])
+            computed["std"] = np.sqrt((deviations * deviations).sum(axis=1) / (counts - 1))
+    found = {}
+    for agg in aggregates:
+        result = computed[agg]
+        result[counts < (2 if agg == "std" else 1)] = np.nan
+        found[agg] = result
     return found
 
 

@@ -60,7 +60,7 @@ class Materialized:
     unchanged: int
 
 
-def _window_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None
+def window_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Canonical rows of [start - lookback, end]: those whose values are known (valid and unlabeled alike: their
     other columns are known), and the points (every row the batch runner can score: its inputs are valid)."""
@@ -114,7 +114,7 @@ def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end
     if spec.history is None:
         raise ValueError(f"the spec {spec.name} declares no history features: nothing to materialize")
     table = feature_table(engine, spec)
-    rows = computed(spec, *_window_rows(engine, spec, start, end), start)
+    rows = computed(spec, *window_rows(engine, spec, start, end), start)
     if rows.empty:
         return Materialized(0, 0, 0)
     key, names = [*spec.series, EVENT_TIME], spec.history.names()

@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from pydantic import ValidationError
 
 from tiffin.core.spec import DatasetSpec
+from tiffin.features.online import OnlineHistory
 from tiffin.serving.config import ServiceConfig
-from tiffin.serving.metrics import LOG_DROPPED, LOGGED
+from tiffin.serving.metrics import HISTORY_REFRESHED, LOG_DROPPED, LOGGED
 from tiffin.serving.openapi import ECHO_CHARACTERS
 from tiffin.serving.scorer import Scorer
 from tiffin.storage.database import engine_for
@@ -68,6 +70,17 @@ def quiet_client_errors() -> None:
     logger = logging.getLogger(BENTOML_REQUEST_ERRORS)
     if not any(isinstance(f, OneLineClientErrors) for f in logger.filters):
         logger.addFilter(OneLineClientErrors())
+
+
+def online_history(config: ServiceConfig, spec: DatasetSpec) -> OnlineHistory | None:
+    """For a spec with history features: this worker's lookup, built now and kept fresh by a thread."""
+    if spec.history is None:
+        return None
+    history = OnlineHistory(
+        engine_for(config.log_db_url, must_exist=True), spec, keep=pd.Timedelta(days=config.history_keep_days),
+        refresh_seconds=config.history_refresh_seconds, on_refresh=HISTORY_REFRESHED.set,
+    )  # fmt: skip
+    return history.start()
 
 
 def prediction_logger(

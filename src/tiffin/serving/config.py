@@ -24,12 +24,15 @@ class ServiceConfig:
     api_token: str | None = None
     access_log: bool = False
     log_sample: float = 0.1  # share of requests written to the prediction log (0: none)
-    log_db_url: str = settings.DEFAULT_DB_URL
+    log_db_url: str = settings.DEFAULT_DB_URL  # the source database too (history features are read from it)
+    history_refresh_seconds: float = 10.0  # how often a worker checks for a new materialization of history
+    history_keep_days: int = 35  # days of history a worker keeps (at least the features' reach)
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
         """TIFFIN_WORKERS, TIFFIN_MAX_ROWS, TIFFIN_MAX_BODY_BYTES, TIFFIN_MAX_CONCURRENCY,
-        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG, TIFFIN_LOG_SAMPLE, TIFFIN_DB_URL."""
+        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG, TIFFIN_LOG_SAMPLE, TIFFIN_DB_URL,
+        TIFFIN_HISTORY_REFRESH_SECONDS, TIFFIN_HISTORY_KEEP_DAYS."""
         env = os.environ.get
         return cls(
             workers=int(env("TIFFIN_WORKERS", cls.workers)),
@@ -41,6 +44,8 @@ class ServiceConfig:
             access_log=env("TIFFIN_ACCESS_LOG", "false").lower() in ("1", "true", "yes"),
             log_sample=float(env("TIFFIN_LOG_SAMPLE", cls.log_sample)),
             log_db_url=settings.db_url(),
+            history_refresh_seconds=float(env("TIFFIN_HISTORY_REFRESH_SECONDS", cls.history_refresh_seconds)),
+            history_keep_days=int(env("TIFFIN_HISTORY_KEEP_DAYS", cls.history_keep_days)),
         )
 
     def bentoml_options(self) -> dict[str, Any]:
@@ -72,12 +77,4 @@ class Deployment:
                 f"{models.champion} is not in BentoML's model store (BENTOML_HOME={settings.model_store_home_env()}): "
                 "`make serve` serves the project's store (.bentoml/), or set BENTOML_HOME to the store that has it"
             )
-        spec = load_spec(stored.path_of(SPEC_FILE))
-        if spec.history:
-            # Its history features are looked up, not sent: until the API has its online lookup (issue 15), it
-            # would score without them. Refuse to start rather than answer wrongly; the batch runner scores it.
-            raise LookupError(
-                f"{models.champion} reads history features ({', '.join(spec.history.names())}), which the API cannot "
-                "look up yet: score it with `tiffin batch`, or serve a model of a spec without `history`"
-            )
-        return cls(ServiceConfig.from_env(), models.champion, models.challenger, spec)
+        return cls(ServiceConfig.from_env(), models.champion, models.challenger, load_spec(stored.path_of(SPEC_FILE)))

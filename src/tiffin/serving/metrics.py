@@ -13,6 +13,12 @@ REJECTED = Counter("tiffin_rejected_rows", "Problems found in rejected rows, by 
 PREDICTED_VALUE = Histogram("tiffin_prediction_value", "Predicted values", ["model"], buckets=_VALUE_BUCKETS)
 LOGGED = Counter("tiffin_prediction_log_rows", "Rows written to the prediction log, by role", ["role"])
 LOG_DROPPED = Counter("tiffin_prediction_log_dropped", "Sampled rows the prediction log could not keep")
+STALE_HISTORY = Counter("tiffin_stale_history_rows", "Rows answered with null history features (stale or missing)")
+HISTORY_REFRESHED = Gauge(
+    "tiffin_history_refreshed_timestamp_seconds",
+    "When the worker with the oldest history grid rebuilt it (unix time): its freshness",
+    multiprocess_mode="min",
+)
 MODEL_INFO = Gauge("tiffin_model_info", "The model this service answers with", ["model"], multiprocess_mode="max")
 
 
@@ -22,9 +28,11 @@ class Metrics:
         self.values = PREDICTED_VALUE.labels(model=tag)
         MODEL_INFO.labels(model=tag).set(1)
 
-    def served(self, predictions: list[float]) -> None:
+    def served(self, predictions: list[float], stale: int = 0) -> None:
         self.predictions.inc(len(predictions))
         observe_many(self.values, predictions)
+        if stale:
+            STALE_HISTORY.inc(stale)
 
     @staticmethod
     def rejected(problems: list[dict]) -> None:

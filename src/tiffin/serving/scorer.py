@@ -19,7 +19,8 @@ from sklearn.pipeline import Pipeline
 
 from tiffin.core.contract import RecordValidator
 from tiffin.core.spec import DatasetSpec
-from tiffin.features import FeatureEncoder
+from tiffin.features import FeatureEncoder, online
+from tiffin.features.online import OnlineHistory
 from tiffin.storage.modelstore import LoadedModel
 
 SMALL_BATCH_ROWS = 32  # up to here the compiled forest is faster; above, scikit-learn's predict
@@ -131,23 +132,27 @@ class Scored:
     predictions: list[float]
     problems: list[dict]
     columns: dict | None = None  # the records in canonical form, column by column (for the prediction log)
+    stale: int = 0  # rows answered with null history features (their series' history is stale or missing)
 
 
 class Scorer:
     """Validate, encode and predict records with one registered pipeline."""
 
-    def __init__(self, pipeline: Pipeline, spec: DatasetSpec) -> None:
+    def __init__(self, pipeline: Pipeline, spec: DatasetSpec, history: OnlineHistory | None = None) -> None:
+        """`history`: where a request's history features are looked up (a spec with `history`; the batch runner
+        attaches them from the feature table instead)."""
         self.pipeline = pipeline
         self.spec = spec
+        self.history = history
         self.validator = RecordValidator(spec)
         self.encoder: FeatureEncoder = pipeline.named_steps["features"]
         self.model = pipeline.named_steps["model"]
         self.forest = CompiledForest(self.model) if isinstance(self.model, HistGradientBoostingRegressor) else None
 
     @classmethod
-    def from_model(cls, model: LoadedModel) -> Scorer:
+    def from_model(cls, model: LoadedModel, history: OnlineHistory | None = None) -> Scorer:
         """The one way from a stored model to a scorer (API, batch, Spark and the simulation)."""
-        return cls(model.pipeline, model.spec)
+        return cls(model.pipeline, model.spec, history)
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
         if self.forest is not None and len(matrix) <= SMALL_BATCH_ROWS:
@@ -163,4 +168,22 @@ class Scorer:
         columns, problems = self.validator.validate(records)
         if problems:
             return Scored([], problems)
-        return Scored(self.predict(columns).tolist(), [], columns)
+        stale = 0
+        if self.history is not None:
+            found = self.history.lookup(columns)
+            if found.stale.any():
+                if self.spec.history.when_stale == "refuse":
+                    return Scored([], self._stale_problems(columns, found.stale))
+                stale = int(found.stale.sum())
+                for values in found.features.values():
+                    values[found.stale] = np.nan  # stale history is no history: declared, counted
+            columns = {**columns, **found.features}
+        return Scored(self.predict(columns).tolist(), [], columns, stale)
+
+    def _stale_problems(self, columns: dict, stale: np.ndarray) -> list[dict]:
+        history = self.spec.history
+        field = "+".join(self.spec.series) or self.spec.timestamp.column
+        series = online.labels(self.spec, columns)
+        rule = f"history: nothing known of this series within {history.stale_after} before {history.horizon} ahead"
+        return [{"row": int(row), "field": field, "value": str(series[row]).replace("\x1f", "+") or "(the series)",
+                 "rule": rule} for row in np.flatnonzero(stale)]  # fmt: skip
