@@ -148,3 +148,18 @@ def test_too_few_rows_are_reported_but_not_judged(bike_spec, canonical) -> None:
                       thresholds=Thresholds(min_rows=10, max_drifted_features=0), **window)  # fmt: skip
     assert judged.crossed == ["drifted_features", "prediction_psi"] and judged.exit_code == 4
     assert judged.checks[2].note == "no actuals in the window yet"
+
+
+def test_history_features_are_watched_for_drift_too() -> None:
+    """Issue 15: they are logged with each prediction, so a history model's lags drift like any input."""
+    from tiffin.core.spec import load_spec
+
+    spec = load_spec(ROOT / "specs/bike_sharing_history.yaml")
+    rng = np.random.default_rng(0)
+    names = [*spec.features.numeric, *spec.history.names()]
+    reference = pd.DataFrame({name: rng.gamma(2.0, 50.0, 2_000) for name in names})
+    reference = reference.assign(**{name: "No" for name in spec.features.categorical})
+    current = reference.assign(cnt_lag_1h=reference["cnt_lag_1h"] * 3)  # demand an hour ago tripled
+    table = drift_table(reference, current, spec, threshold=0.2).set_index("feature")
+    assert set(spec.history.names()) <= set(table.index)
+    assert table.loc["cnt_lag_1h", "drifted"] and not table.loc["cnt_lag_24h", "drifted"]

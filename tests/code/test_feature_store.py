@@ -81,3 +81,16 @@ def test_the_command_says_what_it_wrote(db_url: str, history_spec, bike_raw: pd.
     assert "0 written (new or changed), 500 unchanged" in second.output
     refused = CliRunner().invoke(main, ["features", "materialize", "--spec", "specs/bike_sharing.yaml", "--db", db_url])
     assert refused.exit_code != 0 and "declares no `history`" in refused.output
+
+
+def test_the_contract_covers_the_features_read_back(seeded, history_spec) -> None:
+    """A value no lag of the column could take (a count of -5) is refused when the table is read, not scored."""
+    engine, _ = seeded
+    store.materialize(engine, history_spec)
+    schema = Contract(history_spec).history_schema
+    assert set(schema.columns) == set(history_spec.history.names())
+    table = store.feature_table(engine, history_spec)
+    with engine.begin() as connection:
+        connection.execute(sa.update(table).where(table.c.event_time == "2011-02-03T08:00:00").values(cnt_lag_1h=-5.0))
+    with pytest.raises(store.HistoryTableBroken, match=r"cnt_lag_1h greater_than_or_equal_to.*-5"):
+        store.read(engine, history_spec, "2011-02-01", "2011-02-28")

@@ -139,3 +139,36 @@ def test_into_postgresql_the_spark_engine_writes_exactly_once_as_the_local_engin
     np.testing.assert_allclose(merged["prediction"], merged["prediction_local"], rtol=0, atol=1e-9)
     assert sorted(rejects["field"]) == sorted(expected.rejects["field"]) and len(rejects) == 4
     assert predictions["run_id"].nunique() == 1  # the re-run changed no earlier result
+
+
+def test_a_history_model_scores_on_spark_as_on_the_local_engine(session, bike_raw, tmp_path: Path) -> None:
+    """Issue 15: the workers attach the feature table's rows exactly as the local batch does."""
+    from tiffin.core.spec import load_spec
+    from tiffin.features import store
+    from tiffin.features.history import history_features
+
+    spec = load_spec(ROOT / "specs/bike_sharing_history.yaml")
+    raw = bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")].reset_index(drop=True)
+    valid = Contract(spec).validate(raw).valid
+    train = valid.join(history_features(spec, valid))
+    pipeline = build_pipeline(spec, {"max_iter": 30}).fit(train, train[spec.target])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    joblib.dump(pipeline, folder / "model.joblib")
+    shutil.copy(ROOT / "specs/bike_sharing_history.yaml", folder / "spec.yaml")
+    model = LoadedModel("bike_demand_history:spark-test", pipeline, spec, {}, folder)
+    engine = db.engine_for(f"sqlite:///{tmp_path / 'source.db'}")
+    db.seed(engine, spec, raw)
+    store.materialize(engine, spec)
+    history = store.read(engine, spec)
+    february = raw[raw["dteday"] >= "2011-02-01"].reset_index(drop=True)
+    february.to_parquet(tmp_path / "rows.parquet", index=False)
+
+    frame = spark_engine.read_parquet(session, str(tmp_path / "rows.parquet"), spec, None, None).repartition(2)
+    spark_engine.run(frame, model, str(tmp_path / "out"), history=history)
+    local = score_chunk(Scorer(pipeline, spec), Contract(spec), february, history).predictions
+    served = pd.read_parquet(tmp_path / "out/predictions").merge(local.astype({k: str for k in spec.key}), on=spec.key)
+    assert len(served) == len(february) and served[["prediction_x"]].notna().all().all()
+    np.testing.assert_allclose(served["prediction_x"], served["prediction_y"], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="reads history features"):
+        spark_engine.score(frame, model)

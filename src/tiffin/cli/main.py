@@ -362,10 +362,19 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
         from tiffin.jobs import spark
     except ImportError as missing:
         raise click.ClickException("the Spark engine needs PySpark: pip install 'tiffin[spark]'") from missing
+    history = None
+    if loaded.spec.history:  # the feature table in --db: materialized here first when --db is also the source
+        from tiffin.features import store
+        from tiffin.storage import database
+
+        engine = database.engine_for(db, must_exist=True)
+        if not source:
+            store.materialize(engine, loaded.spec, start, end)
+        history = store.read(engine, loaded.spec, start, end)
     session = spark.session(master)
     frame = (spark.read_parquet(session, source, loaded.spec, start, end) if source
              else spark.read_jdbc(session, db, loaded.spec, start, end))  # fmt: skip
-    result = spark.run(frame, loaded, output=output, db_url=None if output else db)
+    result = spark.run(frame, loaded, output=output, db_url=None if output else db, history=history)
     click.echo(result.line())
     sys.exit(3 if result.rows_rejected else 0)
 

@@ -83,6 +83,25 @@ class Contract:
         """What a prediction request must satisfy: the inputs, without target or leakage columns."""
         return self._schema(self.spec.input_columns, unique_key=False)
 
+    @cached_property
+    def history_schema(self) -> pa.DataFrameSchema:
+        """The history features (floats, null where nothing is known), within what their column allows: a lag,
+        mean, min or max within the column's range; a sum of a non-negative column non-negative; a std never
+        negative."""
+        columns = {}
+        for feature in self.spec.history.features if self.spec.history else []:
+            source = self.spec.columns[feature.column]
+            within = _range_check(source.min, source.max)
+            for lag in feature.lags:
+                columns[f"{feature.column}_lag_{lag}"] = pa.Column(float, checks=within, nullable=True)
+            for rolling in feature.rolling:
+                for agg in rolling.agg:
+                    non_negative = source.min is not None and source.min >= 0
+                    checks = {"std": _range_check(0, None), "sum": _range_check(0 if non_negative else None, None)}
+                    checks = checks.get(agg, within)
+                    columns[f"{feature.column}_{agg}_{rolling.window}"] = pa.Column(float, checks=checks, nullable=True)
+        return pa.DataFrameSchema(columns, name=f"{self.spec.name} history")
+
     def _schema(self, names: list[str], unique_key: bool) -> pa.DataFrameSchema:
         columns = {name: self._pandera_column(self.spec.columns[name], name == self.spec.target) for name in names}
         return pa.DataFrameSchema(
@@ -94,13 +113,7 @@ class Contract:
 
     @staticmethod
     def _pandera_column(spec: ColumnSpec, may_be_missing: bool = False) -> pa.Column:
-        checks = []
-        if spec.min is not None and spec.max is not None:
-            checks.append(pa.Check.in_range(spec.min, spec.max))
-        elif spec.min is not None:
-            checks.append(pa.Check.ge(spec.min))
-        elif spec.max is not None:
-            checks.append(pa.Check.le(spec.max))
+        checks = _range_check(spec.min, spec.max)
         if spec.values:
             checks.append(pa.Check.isin(spec.values))
         return pa.Column(_CANONICAL_DTYPES[spec.type], checks=checks, nullable=spec.nullable or may_be_missing)
@@ -246,6 +259,14 @@ class Contract:
         canonical, _ = self.normalise(raw, time_columns)
         keep = (self.spec.event_time(canonical) <= pd.Timestamp(until)).fillna(False).to_numpy(dtype=bool)
         return ~keep
+
+
+def _range_check(low: float | None, high: float | None) -> list[pa.Check]:
+    if low is not None and high is not None:
+        return [pa.Check.in_range(low, high)]
+    if low is not None:
+        return [pa.Check.ge(low)]
+    return [pa.Check.le(high)] if high is not None else []
 
 
 def agreement_rule(spec: ColumnSpec) -> str:

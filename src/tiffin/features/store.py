@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from pandera.errors import SchemaErrors
 from sqlalchemy.engine import Engine
 
 from tiffin.core.contract import Contract
@@ -24,6 +25,10 @@ from tiffin.storage.clock import iso_now
 
 EVENT_TIME = "event_time"
 TIME_TEXT = "%Y-%m-%dT%H:%M:%S"
+
+
+class HistoryTableBroken(ValueError):
+    """The feature table holds values the contract refuses (out of their column's range, of the wrong type)."""
 
 
 def table_name(spec: DatasetSpec) -> str:
@@ -135,7 +140,18 @@ def read(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str |
     query = sa.select(table).where(*database.Window.parse(start, end).conditions(column, text_sep="T"))
     with engine.connect() as connection:
         rows = connection.execute(query.order_by(*[table.c[k] for k in spec.series], column)).all()
-    return pd.DataFrame(rows, columns=[c.name for c in table.columns]).drop(columns="computed_at")
+    found = pd.DataFrame(rows, columns=[c.name for c in table.columns]).drop(columns="computed_at")
+    names = spec.history.names()
+    found[names] = found[names].astype("float64")
+    try:  # the contract over the features: a table written by something else, or by a bug, is not scored with
+        Contract(spec).history_schema.validate(found[names], lazy=True)
+    except SchemaErrors as broken:
+        cases = broken.failure_cases
+        raise HistoryTableBroken(
+            f"{table.name}: {len(cases)} values break the contract, e.g. "
+            + "; ".join(f"{c.column} {c.check}: {c.failure_case}" for c in cases.head(3).itertuples())
+        ) from None
+    return found
 
 
 def attach(spec: DatasetSpec, frame: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:

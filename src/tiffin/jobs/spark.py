@@ -130,20 +130,22 @@ def _scorer_for(model_bytes: bytes, spec_text: str):
     return _MODELS[digest]
 
 
-def score(frame, model: LoadedModel):
-    """Predictions and rejects (as one union DataFrame) for a Spark DataFrame of raw rows."""
-    if model.spec.history:
-        raise ValueError(f"{model.tag} reads history features, which the Spark engine does not read yet (issue 15): "
-                         "score it with the local engine, `tiffin batch`")  # fmt: skip
+def score(frame, model: LoadedModel, history: pd.DataFrame | None = None):
+    """Predictions and rejects (as one union DataFrame) for a Spark DataFrame of raw rows. `history`: the feature
+    table's rows for the window (a model with history features), sent to every worker as the local engine uses them."""
+    if model.spec.history and history is None:
+        raise ValueError(f"{model.tag} reads history features: give the feature table's rows for the window "
+                         "(`tiffin features materialize`, then `features.store.read`)")  # fmt: skip
     spark = frame.sparkSession
     model_bytes = spark.sparkContext.broadcast((model.path / MODEL_FILE).read_bytes())
     spec_text = spark.sparkContext.broadcast((model.path / SPEC_FILE).read_text())
+    features = spark.sparkContext.broadcast(history)
     key = model.spec.key
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         scorer, contract = _scorer_for(model_bytes.value, spec_text.value)
         for batch in batches:
-            scored = score_chunk(scorer, contract, batch)
+            scored = score_chunk(scorer, contract, batch, features.value)
             predictions = scored.predictions.assign(kind="prediction", field=None, value=None, rule=None)
             rejects = scored.rejects.assign(kind="reject", event_time=pd.NaT, prediction=float("nan"))
             parts = [part for part in (predictions, rejects) if len(part)]
@@ -154,11 +156,12 @@ def score(frame, model: LoadedModel):
     return frame.mapInPandas(score_partition, output_schema(model.spec))
 
 
-def run(frame, model: LoadedModel, output: str | None = None, db_url: str | None = None) -> SparkRun:
+def run(frame, model: LoadedModel, output: str | None = None, db_url: str | None = None,
+        history: pd.DataFrame | None = None) -> SparkRun:  # fmt: skip
     """Score, then write `output`/predictions and `output`/rejects (Parquet, replaced on a re-run), or
     into the database's `predictions` and `prediction_rejects`, exactly once per (key, model)."""
     began = time.perf_counter()
-    union = score(frame, model).cache()
+    union = score(frame, model, history).cache()
     key = model.spec.key
     predictions = union.where("kind = 'prediction'").select(*key, "event_time", "prediction")
     rejects = union.where("kind = 'reject'").select(*key, "field", "value", "rule")
