@@ -55,3 +55,32 @@ def test_the_batch_reads_and_logs_the_features_training_computes(db_url, history
     assert np.array_equal(logged[names].to_numpy(dtype="float64"), expected, equal_nan=True)  # exact equality
     assert np.array_equal(logged["prediction"].to_numpy(), pipeline.predict(february))
     engine.dispose()
+
+
+def test_stale_history_is_null_and_counted_or_refused_as_the_spec_says(db_url, history_spec, offline, bike_raw):
+    """The online lookup (issue 15): a time with nothing known in the 48 h before it is stale."""
+    from tiffin.features.online import OnlineHistory
+
+    january = offline[offline["dteday"] < "2011-02-01"]
+    pipeline = build_pipeline(history_spec, {"max_iter": 20}).fit(january, january[history_spec.target])
+    engine = db.engine_for(db_url)
+    db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-01-31")])
+    store.materialize(engine, history_spec)
+    history = OnlineHistory(engine, history_spec, keep=pd.Timedelta(days=35))
+    history.refresh(force=True)
+    weather = {"weathersit": "Clear", "temp": 5.0, "atemp": 3.0, "hum": 50.0, "windspeed": 10.0}
+    fresh = {"dteday": "2011-01-31", "hr": 20, "season": "spring", "holiday": "No", "weekday": "Mon",
+             "workingday": "Yes", **weather}  # fmt: skip
+    stale = {**fresh, "dteday": "2011-03-15", "weekday": "Tue"}
+
+    scored = Scorer(pipeline, history_spec, history).score([fresh, stale])
+    assert scored.stale == 1 and len(scored.predictions) == 2
+    assert not np.isnan(scored.columns["cnt_lag_1h"][0]) and np.isnan(scored.columns["cnt_lag_1h"][1])
+
+    strict = history_spec.model_copy(
+        update={"history": history_spec.history.model_copy(update={"when_stale": "refuse"})}
+    )
+    refused = Scorer(pipeline, strict, history).score([fresh, stale])
+    assert refused.predictions == [] and [(p["row"], p["field"]) for p in refused.problems] == [(1, "dteday")]
+    assert "history stale" in refused.problems[0]["rule"] and "48h" in refused.problems[0]["rule"]
+    engine.dispose()

@@ -184,6 +184,7 @@ class Scorer:
         history = self.spec.history
         field = "+".join(self.spec.series) or self.spec.timestamp.column
         series = online.labels(self.spec, columns)
-        rule = f"history: nothing known of this series within {history.stale_after} before {history.horizon} ahead"
+        made = f"the prediction is made ({history.horizon} ahead)"
+        rule = f"history stale: no value of this series known in the {history.stale_after} before {made}"
         return [{"row": int(row), "field": field, "value": str(series[row]).replace("\x1f", "+") or "(the series)",
                  "rule": rule} for row in np.flatnonzero(stale)]  # fmt: skip
