@@ -21,11 +21,10 @@ from pathlib import Path
 from locust import FastHttpUser, between, events, task
 
 from tiffin.serving.openapi import record_schema
+from tiffin.storage.settings import api_headers
 
 RECORDS = json.loads(Path(os.environ.get("TIFFIN_LOADTEST_RECORDS", "reports/loadtest/records.json")).read_text())
-HEADERS = {"Content-Type": "application/json"}
-if token := os.environ.get("TIFFIN_API_TOKEN"):
-    HEADERS["Authorization"] = f"Bearer {token}"
+HEADERS = api_headers()  # TIFFIN_API_TOKEN as a bearer token, if set
 BREAKAGES: list[tuple[str, object]] = []
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from locust import FastHttpUser, constant, constant_throughput, task
 
+from tiffin.storage.settings import api_headers
+
 RECORDS = json.loads(Path(os.environ["TIFFIN_LOADTEST_RECORDS"]).read_text())
 RATE = float(os.environ.get("TIFFIN_OVERLOAD_RATE", "0"))  # requests/s per user; 0: as fast as answered
-HEADERS = {"Content-Type": "application/json"}
-if token := os.environ.get("TIFFIN_API_TOKEN"):
-    HEADERS["Authorization"] = f"Bearer {token}"
+HEADERS = api_headers()  # TIFFIN_API_TOKEN as a bearer token, if set
 NAMES = {200: "accepted", 429: "shed", 503: "shed"}
 
 

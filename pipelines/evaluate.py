@@ -35,7 +35,7 @@ def main() -> None:
     if lag := spec.evaluation.history_baseline_lag:
         # The same hour `lag` before, per series (the group mean where that hour is missing): both are reported,
         # and the stronger is the one to beat, so the ratio stays honest for a model that reads history.
-        seasonal = test[f"{spec.target}_lag_{lag}"].fillna(pd.Series(naive, index=test.index)).to_numpy("float64")
+        seasonal = test[spec.target_lag(lag)].fillna(pd.Series(naive, index=test.index)).to_numpy("float64")
         metrics["history_baseline"] = {"lag": lag, "test": regression_metrics(actual, seasonal)}
         if metrics["history_baseline"]["test"]["mae"] < baseline_metrics["mae"]:
             naive, baseline_metrics = seasonal, metrics["history_baseline"]["test"]

@@ -57,12 +57,13 @@ class Tiffin:
         self.turn = asyncio.Lock()  # one request scored at a time, one per turn of the event loop (see predict)
         api.quiet_client_errors()
         champion = from_store(self.model, spec=self.deployment.spec)
-        self.history = api.online_history(self.config, champion.spec)  # for a spec with history features
+        engine = api.database(self.config, champion.spec)
+        self.history = api.online_history(self.config, champion.spec, engine)  # for a spec with history features
         self.scorer = Scorer.from_model(champion, self.history)
         self.tag = champion.tag
         self.metrics = Metrics(self.tag)
         shadow = from_store(self.shadow) if self.shadow is not None else None
-        self.log = api.prediction_logger(self.config, champion.spec, self.tag, shadow)
+        self.log = api.prediction_logger(self.config, champion.spec, self.tag, shadow, engine)
         self.scorer.score([example_record(champion.spec)])  # warm up before /readyz says yes
         # What is loaded now lives as long as the worker: out of the collector's sight, so that a full collection
         # (over the model, pandas and scikit-learn) does not stall requests for a fraction of a second.
@@ -100,9 +101,8 @@ class Tiffin:
         self.metrics.served(scored.predictions, scored.stale)
         if self.log is not None:
             self.log.submit(scored.columns, scored.predictions)
-        if self.history is not None:
-            return HistoryPredictions(predictions=scored.predictions, model=self.tag, stale_features=scored.stale)
-        return Predictions(predictions=scored.predictions, model=self.tag)
+        # A model without history features answers Predictions, which drops the count.
+        return Answer(predictions=scored.predictions, model=self.tag, stale_features=scored.stale)
 
 
 Tiffin = bentoml.service(name="tiffin", **Tiffin.config.bentoml_options())(Tiffin)

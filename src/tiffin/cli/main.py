@@ -97,10 +97,10 @@ def db_seed(
         raise click.UsageError("the spec has no source.seed_file: pass --file")
     raw = database.read_seed_file(seed_file)
     contract = Contract(spec)
-    held_back = contract.held_back(raw, until) if until else None
-    canonical_keys, _ = contract.normalise(raw, spec.key)
+    canonical, _ = contract.normalise(raw, list(dict.fromkeys([*spec.key, *spec.timestamp.columns])))  # once
+    held_back = contract.held_back(raw, until, canonical) if until else None
     result = database.seed(
-        engine, spec, raw, held_back=held_back, canonical_keys=canonical_keys, refuse_duplicates=strict
+        engine, spec, raw, held_back=held_back, canonical_keys=canonical[spec.key], refuse_duplicates=strict
     )
     table, duplicates = spec.source.table, len(result.duplicates)
     rejects = Path(rejects_path or f"data/rejects/seed_{table}.csv")
@@ -368,9 +368,8 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
         from tiffin.storage import database
 
         engine = database.engine_for(db, must_exist=True)
-        if not source:
-            store.materialize(engine, loaded.spec, start, end)
-        history = store.read(engine, loaded.spec, start, end)
+        materialized = None if source else store.materialize(engine, loaded.spec, start, end)
+        history = materialized.rows if materialized else store.read(engine, loaded.spec, start, end)
     session = spark.session(master)
     frame = (spark.read_parquet(session, source, loaded.spec, start, end) if source
              else spark.read_jdbc(session, db, loaded.spec, start, end))  # fmt: skip
@@ -559,14 +558,15 @@ def _load(tag: str):
 @click.option("--name", help="Only this model name (dataset).")
 def models_list(name: str | None) -> None:
     """Registered models by dataset, newest first, with their role (champion, challenger) and test MAE."""
-    from tiffin.storage.champion import ChampionState, dataset_of
+    from tiffin.storage.champion import ChampionState, all_states, dataset_of
     from tiffin.storage.modelstore import ModelStore
 
     by_dataset: dict[str, list] = {}
     for model in ModelStore().list(name):
         by_dataset.setdefault(dataset_of(str(model.tag)), []).append(model)
+    states = {state.dataset: state for state in all_states()}  # the champion file, read once
     for dataset, stored in sorted(by_dataset.items()):
-        state = ChampionState.load(dataset=dataset)
+        state = states.get(dataset) or ChampionState(dataset=dataset)
         click.echo(f"{dataset}: champion {state.champion or '(none)'}, challenger {state.challenger or '(none)'}")
         for model in stored:
             metrics = model.info.metadata.get("metrics", {}).get("test", {})

@@ -93,13 +93,13 @@ class Contract:
             source = self.spec.columns[feature.column]
             within = _range_check(source.min, source.max)
             for lag in feature.lags:
-                columns[f"{feature.column}_lag_{lag}"] = pa.Column(float, checks=within, nullable=True)
+                columns[feature.lag_name(lag)] = pa.Column(float, checks=within, nullable=True)
             for rolling in feature.rolling:
                 for agg in rolling.agg:
                     non_negative = source.min is not None and source.min >= 0
                     checks = {"std": _range_check(0, None), "sum": _range_check(0 if non_negative else None, None)}
                     checks = checks.get(agg, within)
-                    columns[f"{feature.column}_{agg}_{rolling.window}"] = pa.Column(float, checks=checks, nullable=True)
+                    columns[feature.window_name(agg, rolling.window)] = pa.Column(float, checks=checks, nullable=True)
         return pa.DataFrameSchema(columns, name=f"{self.spec.name} history")
 
     def _schema(self, names: list[str], unique_key: bool) -> pa.DataFrameSchema:
@@ -253,10 +253,11 @@ class Contract:
                 valid[name] = valid[name].astype("int64")
         return valid
 
-    def held_back(self, raw: pd.DataFrame, until: datetime) -> np.ndarray:
-        """Which raw rows happened after `until`, or have no readable time (to replay later hours)."""
-        time_columns = [self.spec.timestamp.column, *filter(None, [self.spec.timestamp.hour])]
-        canonical, _ = self.normalise(raw, time_columns)
+    def held_back(self, raw: pd.DataFrame, until: datetime, canonical: pd.DataFrame | None = None) -> np.ndarray:
+        """Which raw rows happened after `until`, or have no readable time (to replay later hours). `canonical`:
+        the rows' time columns already normalised, if the caller has them."""
+        if canonical is None:
+            canonical, _ = self.normalise(raw, self.spec.timestamp.columns)
         keep = (self.spec.event_time(canonical) <= pd.Timestamp(until)).fillna(False).to_numpy(dtype=bool)
         return ~keep
 

@@ -22,6 +22,7 @@ Pure: a DataFrame in, YAML text out. Reading the table and writing the file are 
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import numbers
 import re
@@ -112,7 +113,6 @@ class Draft:
     numeric: list[str]
     categorical: list[str]
     date_parts: dict[str, list[str]]
-    left_out: dict[str, str]
     baseline_group_by: list[str]
     slices: list[str]
     series: str | None
@@ -209,7 +209,7 @@ def _read(raw: pd.Series) -> _Reading:
     try:
         uniques = pd.unique(present)
     except TypeError:  # unhashable values (JSON objects or arrays): text
-        return _Reading(raw.map(lambda value: value if _missing(value) else str(value)).astype(object), "text")
+        return _Reading(normalise.map_unique(raw, str), "text")
     if all(isinstance(value, datetime.date | np.datetime64) for value in uniques):
         moments = pd.to_datetime(raw, errors="coerce", utc=True).dt.tz_localize(None).astype("datetime64[ns]")
         days = all(isinstance(value, datetime.date) and not isinstance(value, datetime.datetime) for value in uniques)
@@ -220,7 +220,7 @@ def _read(raw: pd.Series) -> _Reading:
         return _Reading(pd.to_numeric(raw, errors="coerce"), "number")
     if all(isinstance(value, str) for value in uniques):
         return _read_text(raw, pd.Series(uniques, dtype=object))
-    return _Reading(raw.map(lambda value: value if _missing(value) else str(value)).astype(object), "text")
+    return _Reading(normalise.map_unique(raw, str), "text")
 
 
 def _read_text(raw: pd.Series, uniques: pd.Series) -> _Reading:
@@ -229,7 +229,7 @@ def _read_text(raw: pd.Series, uniques: pd.Series) -> _Reading:
         if normalise.iso_text(uniques, pattern).all():
             moments = pd.to_datetime(raw, errors="coerce", format="ISO8601", utc=True)
             if moments.notna().sum() == raw.notna().sum():
-                offsets = uniques.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).any()
+                offsets = normalise.map_unique(uniques, normalise.carries_offset).astype(bool).any()
                 note = "text with UTC offsets, read as UTC" if offsets else ""
                 return _Reading(moments.dt.tz_localize(None).astype("datetime64[ns]"), kind, note)
     hours = normalise.hour_of_day(uniques)
@@ -237,10 +237,6 @@ def _read_text(raw: pd.Series, uniques: pd.Series) -> _Reading:
     if clock.any() and hours.notna().all() and ((hours % 1 == 0) & hours.between(0, 23)).all():
         return _Reading(normalise.hour_of_day(raw), "hour", "clock text ('6am') read by the hour_of_day parser")
     return _Reading(raw.astype(object), "text")
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 def _column(name: str, reading: _Reading, inferred: pa.Column) -> ColumnDraft:
@@ -389,7 +385,6 @@ def _roles(columns: dict[str, ColumnDraft], typed: pd.DataFrame, *, name: str, t
         numeric=numeric,
         categorical=categorical,
         date_parts=date_parts,
-        left_out=left_out,
         baseline_group_by=baseline,
         slices=slices,
         series=series,
@@ -432,6 +427,7 @@ def _key(columns: dict[str, ColumnDraft], typed: pd.DataFrame, hours: list[str])
     and a category (or a date and its hour), with its count of duplicate keys (0); else the best such pair and
     the duplicates it has. Columns that measure (floats, integers neither an hour nor unique) are no candidates."""
 
+    @functools.cache  # the same sets are counted for the choice and again for the alternatives: one scan each
     def duplicates(names: tuple[str, ...]) -> int:
         return int(typed[list(names)].dropna().duplicated().sum())
 

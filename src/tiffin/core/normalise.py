@@ -122,7 +122,7 @@ def local_moments(raw: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
     hour daylight saving skips does not exist and is flagged; the hour it repeats is read as the clock shows it,
     so a series' two readings of it share a key (the contract keeps the first).
     """
-    has_offset = map_unique(raw, _carries_offset).astype(bool).to_numpy()
+    has_offset = map_unique(raw, carries_offset).astype(bool).to_numpy()
     moments = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
     if has_offset.any():
         aware = pd.to_datetime(raw[has_offset], errors="coerce", format="ISO8601", utc=True)
@@ -137,7 +137,8 @@ def local_moments(raw: pd.Series, zone: str) -> tuple[pd.Series, np.ndarray]:
     return moments.where(~missing_hour), missing_hour
 
 
-def _carries_offset(value: object) -> bool:
+def carries_offset(value: object) -> bool:
+    """Text ending in Z or +HH:MM, or an aware datetime: a moment that says its own offset."""
     if isinstance(value, str):
         return _OFFSET.search(value.strip()) is not None
     return getattr(value, "tzinfo", None) is not None

@@ -70,6 +70,11 @@ class TimestampSpec(_Strict):
     hour: str | None = None
     timezone: str | None = None
 
+    @property
+    def columns(self) -> list[str]:
+        """The columns a row's time is read from."""
+        return [self.column, *filter(None, [self.hour])]
+
     @model_validator(mode="after")
     def _zone_is_known(self) -> TimestampSpec:
         if self.timezone is not None:
@@ -117,10 +122,18 @@ class HistoryFeatureSpec(_Strict):
     lags: list[str] = []
     rolling: list[RollingSpec] = []
 
+    def lag_name(self, lag: str) -> str:
+        """`<column>_lag_24h`: the one naming of a lag (training, the feature table, the log, the contract)."""
+        return f"{self.column}_lag_{lag}"
+
+    def window_name(self, agg: str, window: str) -> str:
+        """`<column>_mean_24h`: the one naming of a window's aggregate."""
+        return f"{self.column}_{agg}_{window}"
+
     def names(self) -> list[str]:
-        """The feature columns this makes, e.g. `<column>_lag_24h`, `<column>_mean_24h`."""
-        lags = [f"{self.column}_lag_{lag}" for lag in self.lags]
-        return lags + [f"{self.column}_{agg}_{r.window}" for r in self.rolling for agg in r.agg]
+        """The feature columns this makes, lags first."""
+        lags = [self.lag_name(lag) for lag in self.lags]
+        return lags + [self.window_name(agg, r.window) for r in self.rolling for agg in r.agg]
 
 
 class HistorySpec(_Strict):
@@ -206,7 +219,7 @@ class DatasetSpec(_Strict):
     def _references_are_declared(self) -> DatasetSpec:
         referenced = {
             "key": self.key,
-            "timestamp": [self.timestamp.column, *filter(None, [self.timestamp.hour])],
+            "timestamp": self.timestamp.columns,
             "target": [self.target],
             "series": self.series,
             "never_features": self.never_features,
@@ -256,6 +269,15 @@ class DatasetSpec(_Strict):
         """What a caller sends to predict: every declared column but the target and leakage columns."""
         hidden = {self.target, *self.never_features}
         return [name for name in self.columns if name not in hidden]
+
+    @property
+    def history_columns(self) -> list[str]:
+        """The history features a model of this spec reads (looked up, never sent); none without `history`."""
+        return self.history.names() if self.history else []
+
+    def target_lag(self, lag: str) -> str:
+        """The name of the target's history feature `lag` (the history baseline reads it)."""
+        return next(f for f in self.history.features if f.column == self.target and lag in f.lags).lag_name(lag)
 
     @property
     def target_label(self) -> str:

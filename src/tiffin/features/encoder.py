@@ -70,8 +70,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     @classmethod
     def from_spec(cls, spec: DatasetSpec) -> FeatureEncoder:
         categorical = {name: list(spec.columns[name].values or []) for name in spec.features.categorical}
-        history = spec.history.names() if spec.history else []  # numbers the row carries once looked up
-        return cls(tuple([*spec.features.numeric, *history]), categorical, dict(spec.features.date_parts))
+        # History features are numbers the row carries once looked up.
+        return cls(tuple([*spec.features.numeric, *spec.history_columns]), categorical, dict(spec.features.date_parts))
 
     def fit(self, frame: pd.DataFrame, y: Any = None) -> FeatureEncoder:
         self.n_features_out_ = len(self.get_feature_names_out())

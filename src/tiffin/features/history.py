@@ -26,11 +26,13 @@ from tiffin.core.spec import DatasetSpec, duration
 _WINDOW_CELLS = 4_000_000  # values gathered at once when aggregating windows (32 MB)
 
 
-def series_labels(spec: DatasetSpec, frame: pd.DataFrame) -> pd.Series:
-    """Each row's series as one text label (one series, '', for a spec without `series`)."""
+def series_labels(spec: DatasetSpec, columns: pd.DataFrame | dict, rows: int) -> np.ndarray:
+    """Each of `rows` rows' series as one text label ('' for a spec without `series`), from a frame or from a
+    request's validated columns alike."""
     if not spec.series:
-        return pd.Series("", index=frame.index, dtype=object)
-    return frame[spec.series].astype(str).agg("\x1f".join, axis=1)
+        return np.full(rows, "", dtype=object)
+    values = [[str(value) for value in columns[name]] for name in spec.series]
+    return np.array(["\x1f".join(parts) for parts in zip(*values, strict=True)], dtype=object)
 
 
 @dataclass
@@ -41,24 +43,20 @@ class HistoryGrid:
     origin: pd.Timestamp
     series: dict[str, int]  # label -> row of the grids
     grids: dict[str, np.ndarray]  # column -> (series, slots), NaN where nothing is known
-    last_known: list[np.ndarray] | None = None  # per series, the slots holding a value (the online lookup's)
 
     @classmethod
-    def from_rows(cls, spec: DatasetSpec, rows: pd.DataFrame, origin: pd.Timestamp | None = None) -> HistoryGrid:
-        """The grid of `rows` (canonical): each row's value at its series and step; the first row's step as the
-        origin unless given."""
+    def from_rows(cls, spec: DatasetSpec, rows: pd.DataFrame) -> HistoryGrid:
+        """The grid of `rows` (canonical): each row's value at its series and step, from the first row's step."""
         history = spec.history
         if history is None:
             raise ValueError(f"the spec {spec.name} declares no history features")
         step = duration(history.step)
         times = spec.event_time(rows)
         known = times.notna().to_numpy()
-        if origin is None:
-            origin = times[known].min().floor(step) if known.any() else pd.Timestamp(0)
+        origin = times[known].min().floor(step) if known.any() else pd.Timestamp(0)
         slots = np.zeros(len(rows), dtype="int64")
         slots[known] = ((times[known] - origin) // step).to_numpy(dtype="int64")
-        known &= slots >= 0
-        labels = series_labels(spec, rows).to_numpy()
+        labels = series_labels(spec, rows, len(rows))
         series = {label: code for code, label in enumerate(dict.fromkeys(labels[known]))}
         codes = np.array([series.get(label, -1) for label in labels], dtype="int64")
         width = int(slots[known].max()) + 1 if known.any() else 0
@@ -79,10 +77,32 @@ class HistoryGrid:
     def _plan(self) -> _Plan:
         return _Plan.of(self.spec)
 
-    def features(self, labels: np.ndarray, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """The history features of points (series label, slot), in the spec's order; null where nothing is known."""
+    def codes(self, labels: np.ndarray) -> np.ndarray:
+        """Each series label's row of the grids; -1 for a series the grid has never seen."""
+        return np.array([self.series.get(label, -1) for label in labels], dtype="int64")
+
+    def last_known(self, codes: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """For each (series, slot), the last slot at or before it where any history column has a value; -1 if none."""
+        width = next(iter(self.grids.values())).shape[1] if self.grids else 0
+        cells = self.known_cells
+        inside = (codes >= 0) & (slots >= 0) & (width > 0)
+        query = codes * width + np.minimum(slots, width - 1)
+        position = np.searchsorted(cells, query, side="right") - 1
+        found = cells[np.maximum(position, 0)] if len(cells) else np.zeros(len(query), dtype="int64")
+        same_series = inside & (position >= 0) & (found // max(width, 1) == codes)
+        return np.where(same_series, found % max(width, 1), -1)
+
+    @cached_property
+    def known_cells(self) -> np.ndarray:
+        """series * width + slot of every cell with a value, sorted (row-major order is sorted)."""
+        known = None
+        for values in self.grids.values():
+            known = ~np.isnan(values) if known is None else known | ~np.isnan(values)
+        return np.flatnonzero(known) if known is not None else np.zeros(0, dtype="int64")
+
+    def features(self, codes: np.ndarray, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The history features of points (series code, slot), in the spec's order; null where nothing is known."""
         plan = self._plan
-        codes = np.array([self.series.get(label, -1) for label in labels], dtype="int64")
         found: dict[str, np.ndarray] = {}
         for column, lags, windows in plan.reads:
             grid = self.grids[column]
@@ -109,8 +129,8 @@ class _Plan:
         step = duration(history.step)
         reads = []
         for feature in history.features:
-            lags = [(f"{feature.column}_lag_{lag}", int(duration(lag) // step)) for lag in feature.lags]
-            windows = [({agg: f"{feature.column}_{agg}_{r.window}" for agg in r.agg}, int(duration(r.window) // step),
+            lags = [(feature.lag_name(lag), int(duration(lag) // step)) for lag in feature.lags]
+            windows = [({agg: feature.window_name(agg, r.window) for agg in r.agg}, int(duration(r.window) // step),
                         list(r.agg)) for r in feature.rolling]  # fmt: skip
             reads.append((feature.column, lags, windows))
         return cls(step.value, int(duration(history.horizon) // step), reads)
@@ -182,5 +202,5 @@ def history_features(spec: DatasetSpec, rows: pd.DataFrame, points: pd.DataFrame
     if times.isna().any():
         raise ValueError("history features need each point's time: the contract refuses a row without one")
     grid = HistoryGrid.from_rows(spec, rows)
-    found = grid.features(series_labels(spec, points).to_numpy(), grid.slots(times))
+    found = grid.features(grid.codes(series_labels(spec, points, len(points))), grid.slots(times))
     return pd.DataFrame(found, index=points.index)

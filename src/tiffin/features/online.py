@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from tiffin.core.spec import DatasetSpec, duration
 from tiffin.features import store
-from tiffin.features.history import HistoryGrid
+from tiffin.features.history import HistoryGrid, series_labels
 from tiffin.storage import database
 
 log = logging.getLogger("tiffin.history")
@@ -49,14 +49,6 @@ def event_times(spec: DatasetSpec, columns: dict) -> np.ndarray:
     return moments
 
 
-def labels(spec: DatasetSpec, columns: dict) -> np.ndarray:
-    """Each request row's series label, as `history.series_labels` makes it for a frame."""
-    if not spec.series:
-        return np.full(len(next(iter(columns.values()))), "", dtype=object)
-    parts = [[str(value) for value in columns[name]] for name in spec.series]
-    return np.array(["\x1f".join(values) for values in zip(*parts, strict=True)], dtype=object)
-
-
 class OnlineHistory:
     """This worker's grid of the recent history, and the lookup of a request's features in it."""
 
@@ -65,19 +57,20 @@ class OnlineHistory:
         """`keep`: how much history before the source's latest day the grid holds (at least the features' reach).
         `on_refresh(unix time)`: called after each rebuild (the freshness gauge)."""
         self.engine, self.spec, self.keep = engine, spec, max(keep, store.lookback(spec))
+        self.table = store.feature_table(engine, spec)
         self.refresh_seconds = refresh_seconds
         self.on_refresh = on_refresh or (lambda at: None)
-        self.step, self.horizon = duration(spec.history.step), duration(spec.history.horizon)
-        self.stale_after = duration(spec.history.stale_after)
+        step = duration(spec.history.step)
+        self.ahead = int(duration(spec.history.horizon) // step)  # in steps, worked out once
+        self.stale_steps = int(duration(spec.history.stale_after) // step)
         self.grid: HistoryGrid | None = None
         self.version: object = None  # the feature table's latest computed_at when the grid was built
         self._stop = threading.Event()
 
     def refresh(self, force: bool = False) -> bool:
         """Rebuild the grid if the feature table changed since the last build (or if `force`)."""
-        table = store.feature_table(self.engine, self.spec)
         with self.engine.connect() as connection:
-            version = connection.execute(sa.select(sa.func.max(table.c.computed_at))).scalar()
+            version = connection.execute(sa.select(sa.func.max(self.table.c.computed_at))).scalar()
         if not force and self.grid is not None and version == self.version:
             return False
         self.grid, self.version = self._build(), version  # one assignment: a request sees the old grid or the new
@@ -103,39 +96,19 @@ class OnlineHistory:
     def _build(self) -> HistoryGrid:
         _, latest = database.window_span(self.engine, self.spec)
         start = None if latest is None else (pd.Timestamp(str(latest)[:10]) - self.keep).strftime("%Y-%m-%d")
-        known, _ = store.window_rows(self.engine, self.spec, start, None)
-        grid = HistoryGrid.from_rows(self.spec, known)
-        grid.last_known = _last_known(grid)
+        grid = HistoryGrid.from_rows(self.spec, store.known_rows(self.engine, self.spec, start, None))
+        grid.known_cells  # noqa: B018 -- the staleness index, built here in the refresh thread, not on a request
         return grid
 
     def lookup(self, columns: dict) -> Lookup:
         """The history features of validated request columns, and which rows' history is stale."""
         grid = self.grid
         times = event_times(self.spec, columns)
-        names = labels(self.spec, columns)
         if grid is None:
-            empty = {name: np.full(len(times), np.nan) for name in self.spec.history.names()}
+            empty = {name: np.full(len(times), np.nan) for name in self.spec.history_columns}
             return Lookup(empty, np.ones(len(times), dtype=bool))
-        slots = grid.slots(times)
-        cut = slots - int(self.horizon // self.step)
-        codes = np.array([grid.series.get(name, -1) for name in names], dtype="int64")
-        last = np.array([_last_at_or_before(grid.last_known, c, s) for c, s in zip(codes, cut, strict=True)])
-        stale = (last < 0) | (cut - last > int(self.stale_after // self.step))
-        return Lookup(grid.features(names, slots), stale)
-
-
-def _last_known(grid: HistoryGrid) -> list[np.ndarray]:
-    """Per series, the slots where any history column has a value (sorted)."""
-    known = np.zeros(next(iter(grid.grids.values())).shape, dtype=bool) if grid.grids else np.zeros((0, 0), bool)
-    for values in grid.grids.values():
-        known |= ~np.isnan(values)
-    return [np.flatnonzero(row) for row in known]
-
-
-def _last_at_or_before(last_known: list[np.ndarray], code: int, slot: int) -> int:
-    """The last slot with a value at or before `slot` for series `code`; -1 if none (or an unknown series)."""
-    if code < 0:
-        return -1
-    slots = last_known[code]
-    position = np.searchsorted(slots, slot, side="right")
-    return int(slots[position - 1]) if position else -1
+        codes, slots = grid.codes(series_labels(self.spec, columns, len(times))), grid.slots(times)
+        cut = slots - self.ahead
+        last = grid.last_known(codes, cut)
+        stale = (last < 0) | (cut - last > self.stale_steps)
+        return Lookup(grid.features(codes, slots), stale)

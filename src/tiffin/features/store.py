@@ -9,7 +9,7 @@ time as ISO text (local time of the spec's zone), as the prediction log has it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -63,19 +63,27 @@ class Materialized:
     points: int  # rows of the window, each a (series, time) point
     written: int  # new, or with a feature that changed
     unchanged: int
+    rows: pd.DataFrame = field(repr=False)  # the window's feature rows, as the table now holds them
 
 
-def window_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None
+def _window_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None, with_points: bool
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Canonical rows of [start - lookback, end]: those whose values are known (valid and unlabeled alike: their
-    other columns are known), and the points (every row the batch runner can score: its inputs are valid)."""
+    other columns are known), and, `with_points`, the points (every row the batch runner can score: its inputs
+    are valid, whatever its target)."""
     early = (pd.Timestamp(start) - lookback(spec)).strftime("%Y-%m-%d") if start else None
     contract, known, points = Contract(spec), [], []
     for chunk in database.read_window(engine, spec, early, end):
         result = contract.validate(chunk)
         known += [result.valid, result.unlabeled]
-        points.append(contract.validate(chunk, serving=True).valid)
+        if with_points:
+            points.append(contract.validate(chunk, serving=True).valid)
     return _joined(spec, known), _joined(spec, points)
+
+
+def known_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
+    """The canonical rows whose values history reads, from `start` - lookback to `end` (the API's grid)."""
+    return _window_rows(engine, spec, start, end, with_points=False)[0]
 
 
 def _joined(spec: DatasetSpec, frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -119,17 +127,16 @@ def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end
     if spec.history is None:
         raise ValueError(f"the spec {spec.name} declares no history features: nothing to materialize")
     table = feature_table(engine, spec)
-    rows = computed(spec, *window_rows(engine, spec, start, end), start)
+    rows = computed(spec, *_window_rows(engine, spec, start, end, with_points=True), start)
     if rows.empty:
-        return Materialized(0, 0, 0)
+        return Materialized(0, 0, 0, rows)
     key, names = [*spec.series, EVENT_TIME], spec.history.names()
     write = rows[_changed(rows, _stored(engine, table, rows), key, names)]
     if len(write):
         insert = database.upsert(engine, table, key)
-        records = write.astype(object).where(write.notna(), None).assign(computed_at=iso_now()).to_dict("records")
         with engine.begin() as connection:
-            connection.execute(insert, records)
-    return Materialized(points=len(rows), written=len(write), unchanged=len(rows) - len(write))
+            connection.execute(insert, database.records(write.assign(computed_at=iso_now())))
+    return Materialized(points=len(rows), written=len(write), unchanged=len(rows) - len(write), rows=rows)
 
 
 def read(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None) -> pd.DataFrame:

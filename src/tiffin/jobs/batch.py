@@ -454,13 +454,13 @@ class BatchJob:
             return self._run(window, start or "", end or "")
 
     def _history(self, start: str | None, end: str | None) -> pd.DataFrame | None:
-        """For a spec with history features: materialize the window's (new or changed points only), then read them,
-        before the bulk connections open (the only ones to touch the database from then on)."""
+        """For a spec with history features: materialize the window's (writing new or changed points only), before
+        the bulk connections open (the only ones to touch the database from then on); its rows are what is scored."""
         if self.spec.history is None:
             return None
         done = store.materialize(self.engine, self.spec, start, end)
         log.info("%s: %d points, %d written", store.table_name(self.spec), done.points, done.written)
-        return store.read(self.engine, self.spec, start, end)
+        return done.rows
 
     def _run(self, window: Window, start: str, end: str) -> RunSummary:
         began = time.perf_counter()

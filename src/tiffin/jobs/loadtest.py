@@ -21,7 +21,7 @@ import yaml
 
 from tiffin.serving.openapi import request_json
 from tiffin.serving.server import BentoServer, ServerFailed
-from tiffin.storage import paths
+from tiffin.storage import paths, settings
 from tiffin.storage.champion import serving_models
 from tiffin.storage.modelstore import ModelStore
 
@@ -92,16 +92,9 @@ def warm_up(host: str, records: Path, seconds: float) -> None:
     body = json.dumps({"rows": json.loads(records.read_text())[:1]}).encode()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        request = urllib.request.Request(f"{host}/predict", body, _headers(), method="POST")
+        request = urllib.request.Request(f"{host}/predict", body, settings.api_headers(), method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
-
-
-def _headers() -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    if token := os.environ.get("TIFFIN_API_TOKEN"):
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
 
 
 def run_locust(host: str, config: GateConfig, locustfile: Path, records: Path, out: Path,

@@ -20,6 +20,7 @@ import numpy as np
 
 from tiffin.jobs.loadtest import GateConfig, locust_number, run_locust
 from tiffin.serving.server import BentoServer
+from tiffin.storage import settings
 
 LOCUSTFILE = Path(__file__).resolve().parents[3] / "loadtests/overload.py"
 
@@ -123,7 +124,7 @@ class Probe:
 
     def _run(self) -> None:
         connection = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=30)
-        headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+        headers = {**settings.api_headers(), "Connection": "keep-alive"}
         while not self.stopped.wait(self.interval):
             began = time.perf_counter()
             try:

@@ -122,7 +122,7 @@ class ThresholdCheck:
 def drift_table(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, threshold: float) -> pd.DataFrame:
     """PSI of each numeric and categorical feature, history features included (logged with each prediction).
     Date features are left out: time always moves on."""
-    history = [name for name in predlog.history_columns(spec) if name in reference and name in current]
+    history = [name for name in spec.history_columns if name in reference and name in current]
     records = [
         {"feature": name, "kind": kind, "psi": round(measure(reference[name], current[name]), 4)}
         for kind, names, measure in (

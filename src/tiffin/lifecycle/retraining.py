@@ -87,8 +87,7 @@ def new_data_after(engine: Engine, spec: DatasetSpec, day: date) -> NewData:
     """What arrived after `day`, measured in hours of event time per series (only the time and series columns
     are read, and read the way the contract reads them)."""
     table = source_table(engine, spec)
-    time_columns = [spec.timestamp.column, *filter(None, [spec.timestamp.hour])]
-    names = list(dict.fromkeys([*time_columns, *spec.series]))
+    names = list(dict.fromkeys([*spec.timestamp.columns, *spec.series]))
     after = (day + timedelta(days=1)).isoformat()
     query = sa.select(*(table.c[name] for name in names)).where(
         *Window.parse(after, None).conditions(table.c[spec.source.window_column])

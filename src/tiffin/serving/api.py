@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
+from sqlalchemy.engine import Engine
 
 from tiffin.core.spec import DatasetSpec
 from tiffin.features.online import OnlineHistory
@@ -72,25 +73,30 @@ def quiet_client_errors() -> None:
         logger.addFilter(OneLineClientErrors())
 
 
-def online_history(config: ServiceConfig, spec: DatasetSpec) -> OnlineHistory | None:
+def database(config: ServiceConfig, spec: DatasetSpec) -> Engine:
+    """The worker's one engine for the log and (a spec with history features) the source, which must then exist."""
+    return engine_for(config.log_db_url, must_exist=spec.history is not None)
+
+
+def online_history(config: ServiceConfig, spec: DatasetSpec, engine: Engine) -> OnlineHistory | None:
     """For a spec with history features: this worker's lookup, built now and kept fresh by a thread."""
     if spec.history is None:
         return None
     history = OnlineHistory(
-        engine_for(config.log_db_url, must_exist=True), spec, keep=pd.Timedelta(days=config.history_keep_days),
+        engine, spec, keep=pd.Timedelta(days=config.history_keep_days),
         refresh_seconds=config.history_refresh_seconds, on_refresh=HISTORY_REFRESHED.set,
     )  # fmt: skip
     return history.start()
 
 
 def prediction_logger(
-    config: ServiceConfig, spec: DatasetSpec, tag: str, shadow: LoadedModel | None
+    config: ServiceConfig, spec: DatasetSpec, tag: str, shadow: LoadedModel | None, engine: Engine
 ) -> AsyncLogger | None:
     """The API's prediction log (sampled, written by a thread); the shadow model scores the same rows there."""
     if config.log_sample <= 0:
         return None
     challenger = None if shadow is None else (shadow.tag, Scorer.from_model(shadow).predict)
     return AsyncLogger(
-        engine_for(config.log_db_url), spec, tag, sample=config.log_sample, shadow=challenger,
+        engine, spec, tag, sample=config.log_sample, shadow=challenger,
         on_dropped=LOG_DROPPED.inc, on_written=lambda role, rows: LOGGED.labels(role=role).inc(rows),
     )  # fmt: skip

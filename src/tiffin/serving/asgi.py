@@ -19,6 +19,7 @@ class GuardMiddleware:
     def __init__(self, app: Any, config: ServiceConfig) -> None:
         self.app = app
         self.config = config
+        self.token = config.api_token.encode() if config.api_token else None  # encoded once, compared per request
         self.in_flight = 0  # requests of this worker being read, queued or scored (one event loop: no lock)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -33,7 +34,7 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.config.api_token and not self._authorised(headers.get(b"authorization", b"")):
+        if self.token and not self._authorised(headers.get(b"authorization", b"")):
             await _respond(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
             return
         if path == "/dashboard":  # Starlette's own redirect would name the Host header's host: stay relative
@@ -78,9 +79,8 @@ class GuardMiddleware:
 
     def _authorised(self, header: bytes) -> bool:
         scheme, _, credentials = header.strip().partition(b" ")
-        expected = self.config.api_token.encode()
         # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant time.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), expected)
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
 
     def _too_large(self, size: int) -> dict[str, Any]:
         limit = self.config.max_body_bytes

@@ -25,14 +25,18 @@ MOUNT_PATH = "/dashboard"
 _NONE_YET = "no monitoring dashboard yet: run `tiffin monitor --start ... --end ...` (it writes {where})"
 
 
+def reports_dir() -> Path:
+    """`TIFFIN_REPORTS_DIR`, else the monitoring reports' folder, as configured (relative unless set absolute)."""
+    return Path(os.environ.get("TIFFIN_REPORTS_DIR") or paths.MONITOR_REPORTS)
+
+
 def latest_dir() -> Path:
-    return Path(os.environ.get("TIFFIN_REPORTS_DIR") or paths.MONITOR_REPORTS) / "latest"
+    return reports_dir() / "latest"
 
 
 def _missing(request: Request, path: Path) -> Response:
-    # The folder as configured (relative unless set absolute): a response never shows where the server lives.
-    configured = os.environ.get("TIFFIN_REPORTS_DIR") or paths.MONITOR_REPORTS
-    message = _NONE_YET.format(where=f"{configured}/latest/{path.name}")
+    # The folder as configured: a response never shows where the server lives.
+    message = _NONE_YET.format(where=f"{reports_dir()}/latest/{path.name}")
     if "text/html" in request.headers.get("accept", ""):
         return HTMLResponse(f"<!doctype html><title>No dashboard</title><p>{message}</p>", status_code=404)
     return JSONResponse({"error": message}, status_code=404)

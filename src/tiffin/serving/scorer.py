@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from tiffin.core.contract import RecordValidator
 from tiffin.core.spec import DatasetSpec
-from tiffin.features import FeatureEncoder, online
+from tiffin.features import FeatureEncoder
 from tiffin.features.online import OnlineHistory
 from tiffin.storage.modelstore import LoadedModel
 
@@ -183,8 +183,11 @@ class Scorer:
     def _stale_problems(self, columns: dict, stale: np.ndarray) -> list[dict]:
         history = self.spec.history
         field = "+".join(self.spec.series) or self.spec.timestamp.column
-        series = online.labels(self.spec, columns)
         made = f"the prediction is made ({history.horizon} ahead)"
         rule = f"history stale: no value of this series known in the {history.stale_after} before {made}"
-        return [{"row": int(row), "field": field, "value": str(series[row]).replace("\x1f", "+") or "(the series)",
-                 "rule": rule} for row in np.flatnonzero(stale)]  # fmt: skip
+        series = [columns[name] for name in self.spec.series]
+
+        def value(row: int) -> str:
+            return "+".join(str(values[row]) for values in series) or "(the series)"
+
+        return [{"row": int(row), "field": field, "value": value(row), "rule": rule} for row in np.flatnonzero(stale)]

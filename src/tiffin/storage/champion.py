@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tiffin.core.spec import load_spec
+import yaml
+
 from tiffin.storage import paths, settings
 from tiffin.storage.clock import iso_now
 
@@ -38,8 +39,8 @@ def current_dataset() -> str | None:
     params = settings.project_file(paths.PARAMS)
     if params is not None:
         spec_path = params.parent / settings.load_params(params)["spec"]
-        if spec_path.exists():
-            return load_spec(spec_path).name
+        if spec_path.exists():  # only its name: the spec itself is checked where it is used
+            return yaml.safe_load(spec_path.read_text(encoding="utf-8"))["name"]
     tag = registered_tag()
     return dataset_of(tag) if tag else None
 

@@ -7,7 +7,7 @@ as they come (text hours, missing values and all): cleaning them is the contract
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,7 +108,7 @@ def upsert(engine: Engine, table: sa.Table, key: list[str]) -> sa.Insert:
     )
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
+def records(frame: pd.DataFrame) -> list[dict]:
     """Rows as dicts with SQL NULL (None) where pandas has NaN/NA."""
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
@@ -117,12 +117,16 @@ DUPLICATE_RULE = "duplicate key"
 DUPLICATE_COLUMNS = ["row", "field", "value", "rule", "kept_row"]  # and the raw key columns after `row`
 
 
+def _no_duplicates(key: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=[*DUPLICATE_COLUMNS[:1], *key, *DUPLICATE_COLUMNS[1:]])
+
+
 @dataclass(frozen=True)
 class SeedResult:
     offered: int  # rows sent to the database: neither held back nor a later copy of a key
     inserted: int
     held_back: int  # rows after the cut-off, or with no readable time, when a cut-off was given
-    duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DUPLICATE_COLUMNS))
+    duplicates: pd.DataFrame  # one reject per later copy of a key within the file (`duplicate_keys`)
     refused: bool = False  # nothing was loaded, because the file repeats keys and `refuse_duplicates` was asked
 
     @property
@@ -161,7 +165,7 @@ def duplicate_keys(spec: DatasetSpec, raw: pd.DataFrame, canonical_keys: pd.Data
     """
     key = spec.key
     if not set(key) <= set(raw.columns):  # no key to compare: the contract reports the missing column
-        return pd.DataFrame(columns=[*DUPLICATE_COLUMNS[:1], *key, *DUPLICATE_COLUMNS[1:]])
+        return _no_duplicates(key)
     codes = pd.DataFrame(
         {
             name: _key_codes(
@@ -174,7 +178,7 @@ def duplicate_keys(spec: DatasetSpec, raw: pd.DataFrame, canonical_keys: pd.Data
     complete = (codes >= 0).all(axis=1).to_numpy()
     repeated = codes.duplicated(keep=False).to_numpy() & complete
     if not repeated.any():
-        return pd.DataFrame(columns=[*DUPLICATE_COLUMNS[:1], *key, *DUPLICATE_COLUMNS[1:]])
+        return _no_duplicates(key)
     rows = np.flatnonzero(repeated)
     involved = codes.iloc[rows]
     kept = pd.Series(rows, index=involved.index).groupby([involved[name] for name in key], sort=False).transform("min")
@@ -232,7 +236,7 @@ def seed(
         for start in range(0, len(raw), SEED_CHUNK_ROWS):
             chunk = raw.iloc[start : start + SEED_CHUNK_ROWS]
             with engine.begin() as connection:
-                connection.execute(statement, _records(chunk))
+                connection.execute(statement, records(chunk))
             progress.update(len(chunk))
     return SeedResult(
         offered=len(raw), inserted=count_rows(engine, spec) - before, held_back=held, duplicates=duplicates

@@ -45,7 +45,7 @@ def log_table(spec: DatasetSpec, metadata: sa.MetaData | None = None, prefix: st
     if clash:
         raise ValueError(f"input columns {sorted(clash)} clash with the prediction log's own columns")
     inputs = [sa.Column(name, _SQL_TYPES.get(spec.columns[name].type, sa.Text())) for name in spec.input_columns]
-    inputs += [sa.Column(name, sa.Float(precision=53)) for name in history_columns(spec)]
+    inputs += [sa.Column(name, sa.Float(precision=53)) for name in spec.history_columns]
     return sa.Table(
         f"{prefix}{TABLE}", metadata or sa.MetaData(),
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
@@ -97,14 +97,9 @@ def row_keys(spec: DatasetSpec, canonical: pd.DataFrame) -> list[str]:
     return _json_lines(canonical[spec.key])
 
 
-def history_columns(spec: DatasetSpec) -> list[str]:
-    """The history features a model of `spec` reads (looked up, not sent): logged beside the inputs."""
-    return spec.history.names() if spec.history else []
-
-
 def input_columns(spec: DatasetSpec, canonical: pd.DataFrame) -> pd.DataFrame:
     """The model inputs as the log stores them (history features included): canonical values, dates as ISO text."""
-    names = [*spec.input_columns, *history_columns(spec)]
+    names = [*spec.input_columns, *spec.history_columns]
     return _dates_as_text(canonical[[n for n in names if n in canonical.columns]])
 
 

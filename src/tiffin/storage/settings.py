@@ -42,6 +42,14 @@ def project_file(relative: Path) -> Path | None:
     return None
 
 
+def api_headers() -> dict[str, str]:
+    """What a client of the API sends with a JSON body: `TIFFIN_API_TOKEN` as a bearer token, if set."""
+    headers = {"Content-Type": "application/json"}
+    if token := os.environ.get("TIFFIN_API_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 def champion_file() -> Path | None:
     """`TIFFIN_CHAMPION_FILE`, else models/champion.json here or in the project (None: no champion yet)."""
     if override := os.environ.get("TIFFIN_CHAMPION_FILE"):
