@@ -38,7 +38,7 @@ PROJECT_FILES = [
 
 @pytest.fixture(scope="session")
 def bike_spec() -> DatasetSpec:
-    return load_spec(ROOT / "specs/bike_sharing.yaml")
+    return load_spec(ROOT / "specs/bike_sharing_rows.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -154,7 +154,7 @@ def test_history_features_are_watched_for_drift_too() -> None:
     """Issue 15: they are logged with each prediction, so a history model's lags drift like any input."""
     from tiffin.core.spec import load_spec
 
-    spec = load_spec(ROOT / "specs/bike_sharing_history.yaml")
+    spec = load_spec(ROOT / "specs/bike_sharing.yaml")
     rng = np.random.default_rng(0)
     names = [*spec.features.numeric, *spec.history.names()]
     reference = pd.DataFrame({name: rng.gamma(2.0, 50.0, 2_000) for name in names})

@@ -20,7 +20,7 @@ from ..conftest import ROOT
 
 @pytest.fixture
 def history_spec():
-    return load_spec(ROOT / "specs/bike_sharing_history.yaml")
+    return load_spec(ROOT / "specs/bike_sharing.yaml")
 
 
 @pytest.fixture
@@ -74,12 +74,12 @@ def test_the_table_holds_what_training_computes(seeded, history_spec) -> None:
 
 def test_the_command_says_what_it_wrote(db_url: str, history_spec, bike_raw: pd.DataFrame) -> None:
     database.seed(database.engine_for(db_url), history_spec, bike_raw.head(500))
-    args = ["features", "materialize", "--spec", "specs/bike_sharing_history.yaml", "--db", db_url]
+    args = ["features", "materialize", "--spec", "specs/bike_sharing.yaml", "--db", db_url]
     first = CliRunner().invoke(main, args, catch_exceptions=False)
     assert "rentals_history: 500 points, 500 written (new or changed), 0 unchanged" in first.output
     second = CliRunner().invoke(main, args, catch_exceptions=False)
     assert "0 written (new or changed), 500 unchanged" in second.output
-    refused = CliRunner().invoke(main, ["features", "materialize", "--spec", "specs/bike_sharing.yaml", "--db", db_url])
+    refused = CliRunner().invoke(main, ["features", "materialize", "--spec", "specs/bike_sharing_rows.yaml", "--db", db_url])
     assert refused.exit_code != 0 and "declares no `history`" in refused.output
 
 

@@ -19,12 +19,12 @@ from tiffin.storage import predlog
 
 from ..conftest import ROOT
 
-TAG = "bike_demand_history:batch-test"
+TAG = "bike_demand:batch-test"
 
 
 @pytest.fixture(scope="module")
 def history_spec():
-    return load_spec(ROOT / "specs/bike_sharing_history.yaml")
+    return load_spec(ROOT / "specs/bike_sharing.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def model(bike_spec: DatasetSpec, bike_raw: pd.DataFrame, tmp_path_factory: pyte
     pipeline = build_pipeline(bike_spec, {"max_iter": 40}).fit(train, train["cnt"])
     folder = tmp_path_factory.mktemp("model")
     joblib.dump(pipeline, folder / "model.joblib")
-    shutil.copy(ROOT / "specs/bike_sharing.yaml", folder / "spec.yaml")
+    shutil.copy(ROOT / "specs/bike_sharing_rows.yaml", folder / "spec.yaml")
     return LoadedModel("bike_demand:spark-test", pipeline, bike_spec, {}, folder)
 
 
@@ -147,7 +147,7 @@ def test_a_history_model_scores_on_spark_as_on_the_local_engine(session, bike_ra
     from tiffin.features import store
     from tiffin.features.history import history_features
 
-    spec = load_spec(ROOT / "specs/bike_sharing_history.yaml")
+    spec = load_spec(ROOT / "specs/bike_sharing.yaml")
     raw = bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")].reset_index(drop=True)
     valid = Contract(spec).validate(raw).valid
     train = valid.join(history_features(spec, valid))
@@ -155,8 +155,8 @@ def test_a_history_model_scores_on_spark_as_on_the_local_engine(session, bike_ra
     folder = tmp_path / "model"
     folder.mkdir()
     joblib.dump(pipeline, folder / "model.joblib")
-    shutil.copy(ROOT / "specs/bike_sharing_history.yaml", folder / "spec.yaml")
-    model = LoadedModel("bike_demand_history:spark-test", pipeline, spec, {}, folder)
+    shutil.copy(ROOT / "specs/bike_sharing.yaml", folder / "spec.yaml")
+    model = LoadedModel("bike_demand:spark-test", pipeline, spec, {}, folder)
     engine = db.engine_for(f"sqlite:///{tmp_path / 'source.db'}")
     db.seed(engine, spec, raw)
     store.materialize(engine, spec)

@@ -27,7 +27,7 @@ from tiffin.storage.modelstore import ModelStore
 from ..conftest import QUICK_TRAIN, SHARES, Project, make_project
 
 pytestmark = pytest.mark.slow
-SPEC = "specs/bike_sharing_history.yaml"
+SPEC = "specs/bike_sharing.yaml"
 
 
 def logged(project: Project, source: str) -> pd.DataFrame:
