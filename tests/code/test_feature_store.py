@@ -79,7 +79,8 @@ def test_the_command_says_what_it_wrote(db_url: str, history_spec, bike_raw: pd.
     assert "rentals_history: 500 points, 500 written (new or changed), 0 unchanged" in first.output
     second = CliRunner().invoke(main, args, catch_exceptions=False)
     assert "0 written (new or changed), 500 unchanged" in second.output
-    refused = CliRunner().invoke(main, ["features", "materialize", "--spec", "specs/bike_sharing_rows.yaml", "--db", db_url])
+    row_only = ["features", "materialize", "--spec", "specs/bike_sharing_rows.yaml", "--db", db_url]
+    refused = CliRunner().invoke(main, row_only)
     assert refused.exit_code != 0 and "declares no `history`" in refused.output
 
 
