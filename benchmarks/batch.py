@@ -21,7 +21,10 @@ import pandas as pd
 import psutil
 import sqlalchemy as sa
 
+from benchmarks.models import row_only_model
 from tiffin.core.contract import Contract
+from tiffin.features import store
+from tiffin.features.history import history_features
 from tiffin.storage import database as db
 from tiffin.storage.champion import serving_models
 from tiffin.storage.modelstore import ModelStore
@@ -39,9 +42,13 @@ def million_rows(seed_file: Path) -> pd.DataFrame:
     return pd.concat(copies, ignore_index=True)
 
 
-def in_memory_rows_per_s(rows: pd.DataFrame) -> dict:
-    loaded = ModelStore().load(serving_models().champion)
-    canonical = Contract(loaded.spec).validate(rows, serving=True).valid
+def in_memory_rows_per_s(rows: pd.DataFrame, tag: str | None = None) -> dict:
+    """The model scoring canonical rows already in memory, history features (if any) attached beforehand."""
+    loaded = ModelStore().load(tag or serving_models().champion)
+    canonical = Contract(loaded.spec).validate(rows).valid
+    if loaded.spec.history:
+        canonical = canonical.join(history_features(loaded.spec, canonical))
+    canonical = canonical.drop(columns=[loaded.spec.target])
     loaded.pipeline.predict(canonical.head(1000))  # warm
     began = time.perf_counter()
     loaded.pipeline.predict(canonical)
@@ -92,8 +99,24 @@ def seeded(url: str, rows: pd.DataFrame) -> float:
     return round(time.perf_counter() - began, 1)
 
 
-def measure(url: str, rows: pd.DataFrame) -> dict:
+def materialized(url: str) -> dict:
+    """`features materialize`: all rows into an empty table, again (nothing new), then the latest day alone."""
+    spec = ModelStore().load(serving_models().champion).spec
+    engine, timings = db.engine_for(url), {}
+    _, latest = db.window_span(engine, spec)
+    last_day = str(latest)[:10]
+    for name, start in (("all_rows", None), ("all_rows_again", None), ("latest_day", last_day)):
+        began = time.perf_counter()
+        done = store.materialize(engine, spec, start, None)
+        timings[name] = {"points": done.points, "written": done.written,
+                         "seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
+    engine.dispose()
+    return timings
+
+
+def measure(url: str, rows: pd.DataFrame, row_only: str | None) -> dict:
     seed_seconds = seeded(url, rows)
+    features = materialized(url) if row_only else None
     reset_outputs(url)
     small = run_batch(url, end="2022-12-31")  # the first six copies: ~104,000 rows
     reset_outputs(url)
@@ -103,8 +126,12 @@ def measure(url: str, rows: pd.DataFrame) -> dict:
     unlogged = run_batch(url, None, "--no-log")  # what writing the prediction log costs
     reset_outputs(url)
     threads = run_batch(url, None, "--threads", "2")  # OpenMP's own default here: a thread a core (not pinned)
-    return {"seed_seconds": seed_seconds, "window_100k": small, "window_1m": full, "rerun": again,
-            "window_1m_unlogged": unlogged, "window_1m_two_threads": threads}  # fmt: skip
+    found = {"seed_seconds": seed_seconds, "window_100k": small, "window_1m": full, "rerun": again,
+             "window_1m_unlogged": unlogged, "window_1m_two_threads": threads}  # fmt: skip
+    if row_only:
+        reset_outputs(url)
+        found |= {"materialize": features, "window_1m_row_only": run_batch(url, None, "--model", row_only)}
+    return found
 
 
 def spark_rows_per_s(rows: pd.DataFrame, master: str = "local[2]") -> dict:
@@ -114,13 +141,18 @@ def spark_rows_per_s(rows: pd.DataFrame, master: str = "local[2]") -> dict:
     except ImportError:
         return {"skipped": "PySpark is not installed (pip install 'tiffin[spark]')"}
     loaded = ModelStore().load(serving_models().champion)
+    spec, history = loaded.spec, None
+    if spec.history:  # the feature table's rows for the window, as `tiffin batch --engine spark` reads them
+        known = Contract(spec).validate(rows).valid
+        history = store.computed(spec, known, known, None)
+    rows = rows.drop(columns=[spec.target, *spec.never_features])  # what arrives before the actual
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch) / "rows.parquet"
         rows.to_parquet(source, index=False, row_group_size=100_000)
         session = spark.session(master, app="tiffin-bench")
         began = time.perf_counter()
         frame = spark.read_parquet(session, str(source), loaded.spec, None, None)
-        run = spark.run(frame, loaded, f"{scratch}/out")
+        run = spark.run(frame, loaded, f"{scratch}/out", history=history)
         seconds = time.perf_counter() - began
         session.stop()
     return {
@@ -134,22 +166,26 @@ def spark_rows_per_s(rows: pd.DataFrame, master: str = "local[2]") -> dict:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rows = million_rows(ROOT / "data/seed/bike_sharing_hourly.csv.gz")
-    results = {"rows": len(rows), "in_memory": in_memory_rows_per_s(rows.drop(columns=["cnt"]))}
+    row_only = row_only_model()  # the champion without its history features, when it has some
+    results = {"rows": len(rows), "in_memory": in_memory_rows_per_s(rows)}
+    if row_only:
+        results["in_memory_row_only"] = in_memory_rows_per_s(rows, row_only)
     print(f"in memory: {results['in_memory']}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        results["sqlite"] = measure(f"sqlite:///{scratch}/bench.db", rows)
+        results["sqlite"] = measure(f"sqlite:///{scratch}/bench.db", rows, row_only)
     print(f"sqlite: {results['sqlite']}", flush=True)
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     name = f"tiffin_bench_{os.getpid()}"
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        results["postgresql"] = measure(sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(False), rows)
+        pg_url = sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(False)
+        results["postgresql"] = measure(pg_url, rows, row_only)
     finally:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     print(f"postgresql: {results['postgresql']}", flush=True)
-    results["spark"] = spark_rows_per_s(rows.drop(columns=["cnt", "casual", "registered"]))
+    results["spark"] = spark_rows_per_s(rows)
     print(f"spark: {results['spark']}", flush=True)
     (OUT / "batch.json").write_text(json.dumps(results, indent=2) + "\n")
     (OUT / "batch.md").write_text(table(results))
@@ -175,6 +211,10 @@ def table(results: dict) -> str:
             bare = run["window_1m_unlogged"]
             lines.append(f"| the same without the prediction log (`--no-log`) | {bare['rows_per_s']:,} | "
                          f"{bare['rows_per_s'] / memory:.2f} | {bare['peak_rss_mib']} MiB | | |")  # fmt: skip
+        if "window_1m_row_only" in run:
+            plain, own = run["window_1m_row_only"], results["in_memory_row_only"]["rows_per_s"]
+            lines.append(f"| the row-only model (vs its own in-memory, {own:,}) | {plain['rows_per_s']:,} | "
+                         f"{plain['rows_per_s'] / own:.2f} | {plain['peak_rss_mib']} MiB | | |")  # fmt: skip
         if "window_1m_two_threads" in run:
             two = run["window_1m_two_threads"]
             lines.append(f"| the model on 2 OpenMP threads (`--threads 2`; default 1) | {two['rows_per_s']:,} | "
@@ -183,6 +223,19 @@ def table(results: dict) -> str:
         spark = results["spark"]
         lines.append(f"| batch, Spark `{spark['master']}`, Parquet -> Parquet (session already up) | "
                      f"{spark['rows_per_s']:,} | {spark['rows_per_s'] / memory:.2f} | | | |")  # fmt: skip
+    return "\n".join(lines) + "\n" + materialize_table(results)
+
+
+def materialize_table(results: dict) -> str:
+    """`tiffin features materialize` on the 1 M rows (58 series), per database."""
+    if "materialize" not in results["sqlite"]:
+        return ""
+    lines = ["", "| materialize, 1,000,000 rows | points | written | seconds |", "|---|---|---|---|"]
+    for name in ("sqlite", "postgresql"):
+        for step, label in (("all_rows", "every row, empty table"), ("all_rows_again", "again: nothing new"),
+                            ("latest_day", "the latest day only (what an hourly run reads)")):  # fmt: skip
+            done = results[name]["materialize"][step]
+            lines.append(f"| {name}: {label} | {done['points']:,} | {done['written']:,} | {done['seconds']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,12 +20,15 @@ from pathlib import Path
 
 import joblib
 import pandas as pd
+import sqlalchemy as sa
 
+from benchmarks.models import row_only_model
 from tiffin.core.contract import Contract
 from tiffin.core.spec import load_spec
 from tiffin.jobs.overload import OverloadResult, overload
 from tiffin.serving.openapi import request_json
 from tiffin.serving.server import BentoServer
+from tiffin.storage import database, settings
 from tiffin.storage.champion import serving_models
 from tiffin.storage.settings import load_params
 
@@ -83,13 +86,14 @@ def locust_at_constant_rate(url: str, body: Path, rate: int, seconds: int) -> di
 
 
 def request_bodies(tmp: Path) -> tuple[Path, Path, pd.DataFrame, object]:
-    """One record and 1,000 records from the test period, as clients send them."""
+    """One record and 1,000 records from the end of the test period, as clients send them: the latest hours, the
+    real-time case, whose history the service holds."""
     spec = load_spec(ROOT / load_params(ROOT / "params.yaml")["spec"])
     test = pd.read_parquet(ROOT / "data/split/test.parquet")
     records = json.loads(request_json(test[spec.input_columns], spec))
     single, multi = tmp / "single.json", tmp / "multi.json"
-    single.write_text(json.dumps({"rows": records[:1]}))
-    multi.write_text(json.dumps({"rows": (records * 2)[:MULTI_ROWS]}))
+    single.write_text(json.dumps({"rows": records[-1:]}))
+    multi.write_text(json.dumps({"rows": (records * 2)[-MULTI_ROWS:]}))
     return single, multi, test, spec
 
 
@@ -124,27 +128,34 @@ def measure(target: str, env: dict, single: Path, multi: Path, latency: bool, na
 
 
 def table(results: dict) -> str:
-    tiffin, noop, stock = results["tiffin"], results["noop"], results["stock"]
-    rate = tiffin["latency_at_constant_rate"]
-    rows = [
-        ("Single-record requests/s, 32 connections (wrk)",
-         f"{tiffin['single']['requests_per_s']:,.0f}", f"{noop['single']['requests_per_s']:,.0f}",
-         f"{stock['single']['requests_per_s']:,.0f}",
-         f"{results['ratios']['vs_noop']:.2f} x no-op (target >= 0.75); "
-         f"{results['ratios']['vs_stock']:.1f} x stock (target >= 4)"),
-        ("p99 at 32 connections, ms (wrk)", tiffin["single"]["p99_ms"], noop["single"]["p99_ms"],
-         stock["single"]["p99_ms"], ""),
-        (f"p50 / p95 / p99 at {rate['offered_per_s']} requests/s, ms (Locust)",
-         f"{rate['p50_ms']:g} / {rate['p95_ms']:g} / {rate['p99_ms']:g}", "", "", "p99 target < 50 ms"),
-        ("Rows/s in requests of 1,000 rows (wrk, 4 connections)", f"{tiffin['multi']['rows_per_s']:,}",
-         f"{noop['multi']['rows_per_s']:,}", f"{stock['multi']['rows_per_s']:,}", "target >= 50,000"),
-        ("Start to ready, s", tiffin["ready_s"], noop["ready_s"], stock["ready_s"], "target < 10"),
-        ("Memory per worker, MiB (RSS)", "/".join(map(str, tiffin["worker_rss_mib"])),
-         "/".join(map(str, noop["worker_rss_mib"])), "/".join(map(str, stock["worker_rss_mib"])), ""),
+    """The services side by side; the row-only column when the champion has history features."""
+    services = [("Tiffin (champion)", results["tiffin"])]
+    if "tiffin_row_only" in results:
+        services.append(("Tiffin, row-only model", results["tiffin_row_only"]))
+    services += [("no-op BentoML", results["noop"]), ("stock Pipeline", results["stock"])]
+    ratios, rate = results["ratios"], results["tiffin"]["latency_at_constant_rate"]
+    verdict = f"{ratios['vs_noop']:.2f} x no-op (target >= 0.75)"
+    if "row_only_vs_noop" in ratios:
+        verdict += f", row-only {ratios['row_only_vs_noop']:.2f} x"
+    lines = [
+        ("Single-record requests/s, 32 connections (wrk)", lambda r: f"{r['single']['requests_per_s']:,.0f}",
+         f"{verdict}; {ratios['vs_stock']:.1f} x stock (target >= 4)"),
+        ("p99 at 32 connections, ms (wrk)", lambda r: r["single"]["p99_ms"], ""),
+        (f"p50 / p95 / p99 at {rate['offered_per_s']} requests/s, ms (Locust)", _constant_rate, "p99 target < 50 ms"),
+        ("Rows/s in requests of 1,000 rows (wrk, 4 connections)", lambda r: f"{r['multi']['rows_per_s']:,}",
+         "target >= 50,000"),
+        ("Start to ready, s", lambda r: r["ready_s"], "target < 10"),
+        ("Memory per worker, MiB (RSS)", lambda r: "/".join(map(str, r["worker_rss_mib"])), ""),
     ]  # fmt: skip
-    lines = ["| | Tiffin | no-op BentoML | stock Pipeline | |", "|---|---|---|---|---|"]
-    lines += [f"| {' | '.join(map(str, row))} |" for row in rows]
-    return "\n".join(lines) + "\n"
+    out = [f"| | {' | '.join(name for name, _ in services)} | |", "|---" * (len(services) + 2) + "|"]
+    for label, cell, note in lines:
+        out.append(f"| {label} | {' | '.join(str(cell(run)) for _, run in services)} | {note} |")
+    return "\n".join(out) + "\n"
+
+
+def _constant_rate(run: dict) -> str:
+    rate = run.get("latency_at_constant_rate")
+    return f"{rate['p50_ms']:g} / {rate['p95_ms']:g} / {rate['p99_ms']:g}" if rate else ""
 
 
 def logging_table(results: dict) -> str:
@@ -162,8 +173,6 @@ def logging_table(results: dict) -> str:
 
 
 def logged_rows(url: str) -> int:
-    import sqlalchemy as sa
-
     engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
@@ -192,17 +201,21 @@ def main() -> None:
             "TIFFIN_LOG_SAMPLE": "1",
             "TIFFIN_CHALLENGER": serving_models().champion,
         }  # the same model: the same cost
-        for name, extra in (("tiffin_unlogged", {"TIFFIN_LOG_SAMPLE": "0"}), ("tiffin", {}), ("tiffin_shadow", shadow)):
-            log_db = f"sqlite:///{tmp / name}.db"
-            results[name] = measure("service.app:Tiffin", env | {"TIFFIN_DB_URL": log_db, **extra}, single, multi,
+        runs = [("tiffin_unlogged", {"TIFFIN_LOG_SAMPLE": "0"}), ("tiffin", {}), ("tiffin_shadow", shadow)]
+        if row_only := row_only_model():  # the champion has history features: the same model without them
+            runs.append(("tiffin_row_only", {"TIFFIN_MODEL": row_only, "TIFFIN_CHALLENGER": "none"}))
+        for name, extra in runs:
+            db_url = database.sqlite_copy(settings.db_url(), tmp, name)
+            before = logged_rows(db_url)  # the copied source may hold a log already
+            results[name] = measure("service.app:Tiffin", env | {"TIFFIN_DB_URL": db_url, **extra}, single, multi,
                                     latency=True, name=name)  # fmt: skip
-            results[name]["rows_logged"] = logged_rows(log_db)
+            results[name]["rows_logged"] = logged_rows(db_url) - before
         # Four times the capacity, with what it takes to shed it (tests/service/test_overload.py checks the bounds).
         records = tmp / "records.json"
         records.write_text(request_json(pd.read_parquet(ROOT / "data/split/test.parquet")[spec.input_columns], spec))
-        with BentoServer(
-            "service.app:Tiffin", cwd=ROOT, env=env | {"TIFFIN_LOG_SAMPLE": "0"}, log=OUT / "overload.log"
-        ) as server:
+        source = database.sqlite_copy(settings.db_url(), tmp, "overload")
+        overload_env = env | {"TIFFIN_LOG_SAMPLE": "0", "TIFFIN_DB_URL": source}
+        with BentoServer("service.app:Tiffin", cwd=ROOT, env=overload_env, log=OUT / "overload.log") as server:
             server.wait_ready()
             results["overload"] = asdict(overload(server, records, OUT / "overload"))
     single_rate = results["tiffin"]["single"]["requests_per_s"]
@@ -210,6 +223,9 @@ def main() -> None:
         "vs_noop": round(single_rate / results["noop"]["single"]["requests_per_s"], 3),
         "vs_stock": round(single_rate / results["stock"]["single"]["requests_per_s"], 2),
     }
+    if "tiffin_row_only" in results:
+        row_only_rate = results["tiffin_row_only"]["single"]["requests_per_s"]
+        results["ratios"]["row_only_vs_noop"] = round(row_only_rate / results["noop"]["single"]["requests_per_s"], 3)
     results["machine"] = {"cpus": os.cpu_count(), "seconds_per_run": SECONDS, "took_s": round(time.monotonic() - began)}
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     tables = table(results) + "\n" + logging_table(results) + "\n" + OverloadResult(**results["overload"]).table()

@@ -84,3 +84,63 @@ def test_stale_history_is_null_and_counted_or_refused_as_the_spec_says(db_url, h
     assert refused.predictions == [] and [(p["row"], p["field"]) for p in refused.problems] == [(1, "dteday")]
     assert "history stale" in refused.problems[0]["rule"] and "48h" in refused.problems[0]["rule"]
     engine.dispose()
+
+
+def test_the_online_table_answers_what_computing_from_the_grid_does(db_url, history_spec, offline, bike_raw) -> None:
+    """Each worker precomputes every hour from the grid's start to the last that can be fresh; hours before and
+    after are computed from the grid. Either way: training's values, and the same staleness."""
+    from tiffin.core.contract import RecordValidator
+    from tiffin.features.history import series_labels
+    from tiffin.features.online import OnlineHistory, event_times
+
+    engine = db.engine_for(db_url)
+    db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-01-31")])
+    history = OnlineHistory(engine, history_spec, keep=pd.Timedelta(days=7))
+    history.refresh(force=True)
+    grid, table = history.built
+    weather = {"weathersit": "Clear", "temp": 5.0, "atemp": 3.0, "hum": 50.0, "windspeed": 10.0}
+    hours = pd.date_range("2011-01-10", "2011-02-06 23:00", freq="h")  # before the grid, in it, and past fresh
+    records = [{"dteday": f"{t:%Y-%m-%d}", "hr": t.hour, "season": "spring", "holiday": "No",
+                "weekday": f"{t:%a}", "workingday": "Yes", **weather} for t in hours]  # fmt: skip
+    columns, problems = RecordValidator(history_spec).validate(records)
+    assert problems == []
+    codes = grid.codes(series_labels(history_spec, columns, len(hours)))
+    slots = grid.slots(event_times(history_spec, columns))
+    computed = history._computed(grid, codes, slots)
+    covered = np.array([table.covers(codes[i : i + 1], slots[i : i + 1]) for i in range(len(hours))])
+    assert covered.any() and not covered.all()  # both paths are exercised
+    names = history_spec.history_columns
+
+    def rows(at: np.ndarray | slice) -> dict:
+        return {name: np.asarray(values)[at] for name, values in columns.items()}
+
+    for i in range(len(hours)):
+        one = history.lookup(rows(slice(i, i + 1)))
+        assert one.stale[0] == computed.stale[i]
+        for name in names:
+            assert np.array_equal(one.features[name], computed.features[name][i : i + 1], equal_nan=True)
+    in_table = np.flatnonzero(covered)
+    together = history.lookup(rows(in_table))
+    for name in names:
+        assert np.array_equal(together.features[name], computed.features[name][in_table], equal_nan=True)
+
+    # The hours the worker keeps (7 days before the latest day; the grid reaches a lookback further) up to the
+    # first hour past the seeded rows, that the data has: the values training computes.
+    by_time = offline.set_index(history_spec.event_time(offline))
+    kept = (hours >= "2011-01-24") & (hours <= "2011-02-01 00:00") & hours.isin(by_time.index)
+    fresh = in_table[kept[in_table]]
+    expected = by_time.loc[hours[fresh], names]
+    assert len(fresh) > 150
+    found = np.column_stack([computed.features[name][fresh] for name in names])
+    assert np.array_equal(found, expected.to_numpy(dtype="float64"), equal_nan=True)
+    # The last fresh hour is 1 h + 48 h after the last known one; later ones are stale.
+    last_fresh = hours[in_table[~computed.stale[in_table]]].max()
+    assert last_fresh == pd.Timestamp("2011-01-31 23:00") + pd.Timedelta(hours=49)
+    # The arrays of an answer are the caller's: nulling them (the scorer does, for stale rows) leaves the table.
+    latest = slice(fresh[-1], fresh[-1] + 1)
+    for values in history.lookup(rows(latest)).features.values():
+        values[:] = np.nan
+    again = history.lookup(rows(latest))
+    assert all(np.array_equal(again.features[n], computed.features[n][latest], equal_nan=True) for n in names)
+    assert not all(np.isnan(again.features[n][0]) for n in names)
+    engine.dispose()

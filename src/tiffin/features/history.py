@@ -81,9 +81,14 @@ class HistoryGrid:
         """Each series label's row of the grids; -1 for a series the grid has never seen."""
         return np.array([self.series.get(label, -1) for label in labels], dtype="int64")
 
+    @property
+    def width(self) -> int:
+        """The number of slots: from the origin to the latest row's."""
+        return next(iter(self.grids.values())).shape[1] if self.grids else 0
+
     def last_known(self, codes: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """For each (series, slot), the last slot at or before it where any history column has a value; -1 if none."""
-        width = next(iter(self.grids.values())).shape[1] if self.grids else 0
+        width = self.width
         cells = self.known_cells
         inside = (codes >= 0) & (slots >= 0) & (width > 0)
         query = codes * width + np.minimum(slots, width - 1)

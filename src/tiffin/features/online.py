@@ -4,7 +4,9 @@ A request carries the same record as for a row-only model; its history features 
 grid with `HistoryGrid.features`, the computation training and the feature table use, so the values are the
 same bits. No network round trip per request: a thread rebuilds the grid from the source database when the
 feature table changes (`tiffin features materialize`, which the hourly batch runs), checked every
-`refresh_seconds`.
+`refresh_seconds`. The same thread computes, with that function, the features and staleness of every hour of
+every series from the grid's start to the last hour that can still be fresh (`Precomputed`): a request for
+those hours, the real-time case, is one indexing of that table; other hours are computed from the grid.
 
 Missing or stale history is handled the one way the spec declares (`history.when_stale`): `null` features and a
 count of stale rows in the answer and the metrics, or a refusal naming the series (a 400). A point's history is
@@ -33,10 +35,30 @@ from tiffin.storage import database
 log = logging.getLogger("tiffin.history")
 
 
+PRECOMPUTED_CELLS = 8_000_000  # at most 64 MiB of float64 per worker; a larger table keeps its latest hours
+
+
 @dataclass(frozen=True)
 class Lookup:
     features: dict[str, np.ndarray]
     stale: np.ndarray  # per row: no value known within `stale_after` before its cut (t - horizon)
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """Every series' history features and staleness for the slots [first, first + width): the online table."""
+
+    first: int
+    values: np.ndarray  # (series, slots, features), the spec's order
+    stale: np.ndarray  # (series, slots)
+
+    def covers(self, codes: np.ndarray, slots: np.ndarray) -> bool:
+        return bool(codes.min() >= 0 and slots.min() >= self.first and slots.max() < self.first + self.stale.shape[1])
+
+    def lookup(self, names: list[str], codes: np.ndarray, slots: np.ndarray) -> Lookup:
+        at = slots - self.first
+        values = self.values[codes, at]  # a copy: the caller may null stale rows in place
+        return Lookup({name: values[:, i] for i, name in enumerate(names)}, self.stale[codes, at])
 
 
 def event_times(spec: DatasetSpec, columns: dict) -> np.ndarray:
@@ -63,7 +85,7 @@ class OnlineHistory:
         step = duration(spec.history.step)
         self.ahead = int(duration(spec.history.horizon) // step)  # in steps, worked out once
         self.stale_steps = int(duration(spec.history.stale_after) // step)
-        self.grid: HistoryGrid | None = None
+        self.built: tuple[HistoryGrid, Precomputed] | None = None  # one attribute: a request sees one build whole
         self.version: object = None  # the feature table's latest computed_at when the grid was built
         self._stop = threading.Event()
 
@@ -71,9 +93,10 @@ class OnlineHistory:
         """Rebuild the grid if the feature table changed since the last build (or if `force`)."""
         with self.engine.connect() as connection:
             version = connection.execute(sa.select(sa.func.max(self.table.c.computed_at))).scalar()
-        if not force and self.grid is not None and version == self.version:
+        if not force and self.built is not None and version == self.version:
             return False
-        self.grid, self.version = self._build(), version  # one assignment: a request sees the old grid or the new
+        grid = self._build()
+        self.built, self.version = (grid, self._precompute(grid)), version
         self.on_refresh(time.time())
         return True
 
@@ -100,15 +123,34 @@ class OnlineHistory:
         grid.known_cells  # noqa: B018 -- the staleness index, built here in the refresh thread, not on a request
         return grid
 
-    def lookup(self, columns: dict) -> Lookup:
-        """The history features of validated request columns, and which rows' history is stale."""
-        grid = self.grid
-        times = event_times(self.spec, columns)
-        if grid is None:
-            empty = {name: np.full(len(times), np.nan) for name in self.spec.history_columns}
-            return Lookup(empty, np.ones(len(times), dtype=bool))
-        codes, slots = grid.codes(series_labels(self.spec, columns, len(times))), grid.slots(times)
+    def _precompute(self, grid: HistoryGrid) -> Precomputed:
+        """The features of every series at every slot up to the last that can be fresh (later ones are all stale),
+        from the grid's start or, past `PRECOMPUTED_CELLS`, the latest slots that fit."""
+        names = self.spec.history_columns
+        series, width = len(grid.series), grid.width
+        end = width + self.ahead + self.stale_steps + 1
+        first = max(0, end - PRECOMPUTED_CELLS // max(1, series * len(names)))
+        codes = np.repeat(np.arange(series), end - first)
+        slots = np.tile(np.arange(first, end), series)
+        found = self._computed(grid, codes, slots)
+        values = np.stack([found.features[name] for name in names], axis=-1).reshape(series, end - first, len(names))
+        return Precomputed(first, values, found.stale.reshape(series, end - first))
+
+    def _computed(self, grid: HistoryGrid, codes: np.ndarray, slots: np.ndarray) -> Lookup:
         cut = slots - self.ahead
         last = grid.last_known(codes, cut)
         stale = (last < 0) | (cut - last > self.stale_steps)
         return Lookup(grid.features(codes, slots), stale)
+
+    def lookup(self, columns: dict) -> Lookup:
+        """The history features of validated request columns, and which rows' history is stale."""
+        built = self.built
+        times = event_times(self.spec, columns)
+        if built is None:
+            empty = {name: np.full(len(times), np.nan) for name in self.spec.history_columns}
+            return Lookup(empty, np.ones(len(times), dtype=bool))
+        grid, table = built
+        codes, slots = grid.codes(series_labels(self.spec, columns, len(times))), grid.slots(times)
+        if table.covers(codes, slots):
+            return table.lookup(self.spec.history_columns, codes, slots)
+        return self._computed(grid, codes, slots)

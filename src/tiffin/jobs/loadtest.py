@@ -21,7 +21,7 @@ import yaml
 
 from tiffin.serving.openapi import request_json
 from tiffin.serving.server import BentoServer, ServerFailed
-from tiffin.storage import paths, settings
+from tiffin.storage import database, paths, settings
 from tiffin.storage.champion import serving_models
 from tiffin.storage.modelstore import ModelStore
 
@@ -163,6 +163,8 @@ def gate(*, bento: str | None, host: str | None, slo: Path, out: Path, run_secon
     try:
         if host is None:
             env = {k: v for k, v in os.environ.items() if k != "TIFFIN_MODEL"}  # the Bento's own model
+            # The source (history features are read from it), copied: the load's log stays out of production's.
+            env["TIFFIN_DB_URL"] = database.sqlite_copy(settings.db_url(), out, "source")
             server = BentoServer(bento or "tiffin:latest", cwd=out, env=env, log=out / "server.log")
             server.wait_ready(timeout=ready_timeout)
             host = server.url

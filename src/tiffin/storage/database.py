@@ -6,6 +6,7 @@ as they come (text hours, missing values and all): cleaning them is the contract
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,17 @@ SEED_CHUNK_ROWS = 5_000
 
 class DatabaseUnusable(RuntimeError):
     """A database URL that cannot be used as given: the message says why and what to do."""
+
+
+def sqlite_copy(url: str, folder: Path, name: str) -> str:
+    """A SQLite source copied to `folder` (the copy's URL), for a server whose log must not enter the source's
+    (a load test, a benchmark); any other database's `url` as it is."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return url
+    copy = Path(folder).resolve() / f"{name}.db"
+    shutil.copyfile(parsed.database, copy)
+    return f"sqlite:///{copy}"
 
 
 def engine_for(url: str, *, must_exist: bool = False) -> Engine:
