@@ -3,6 +3,8 @@ and scores and logs exactly what training computes for the same rows; on SQLite 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,4 +145,35 @@ def test_the_online_table_answers_what_computing_from_the_grid_does(db_url, hist
     again = history.lookup(rows(latest))
     assert all(np.array_equal(again.features[n], computed.features[n][latest], equal_nan=True) for n in names)
     assert not all(np.isnan(again.features[n][0]) for n in names)
+    engine.dispose()
+
+
+def test_a_history_challenger_in_shadow_behind_a_row_only_champion(db_url, history_spec, bike_spec, offline, bike_raw):
+    """The API's shadow looks its own history features up; the batch, which reads only the champion's, refuses."""
+    from tiffin.features.online import OnlineHistory
+    from tiffin.serving.openapi import request_json
+    from tiffin.storage.predlog import AsyncLogger
+
+    january = offline[offline["dteday"] < "2011-02-01"]
+    row_only = build_pipeline(bike_spec, {"max_iter": 20}).fit(january, january[bike_spec.target])
+    with_history = build_pipeline(history_spec, {"max_iter": 20}).fit(january, january[history_spec.target])
+    engine = db.engine_for(db_url)
+    db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")])
+    challenger = ("bike_demand:with-history", Scorer(with_history, history_spec))
+    with pytest.raises(ValueError, match="reads history features the champion bike_demand:row-only does not"):
+        BatchJob(engine, Scorer(row_only, bike_spec), "bike_demand:row-only", shadow=challenger)
+
+    history = OnlineHistory(engine, history_spec, keep=pd.Timedelta(days=35))
+    history.refresh(force=True)
+    week = offline[offline["dteday"].between("2011-02-20", "2011-02-26")].reset_index(drop=True)
+    scored = Scorer(row_only, bike_spec).score(json.loads(request_json(week[bike_spec.input_columns], bike_spec)))
+    shadow = (challenger[0], Scorer(with_history, history_spec, history).predict_logged)
+    logger = AsyncLogger(engine, bike_spec, "bike_demand:row-only", sample=1.0, shadow=shadow)
+    logger.submit(scored.columns, scored.predictions)
+    logger.close()
+    logged = predlog.read(engine, bike_spec, "2011-02-20", "2011-02-26")
+    by_role = {role: rows.sort_values("event_time")["prediction"].to_numpy() for role, rows in logged.groupby("role")}
+    week = week.iloc[history_spec.event_time(week).argsort(kind="stable")]
+    assert np.array_equal(by_role["champion"], row_only.predict(week))
+    assert np.allclose(by_role["challenger"], with_history.predict(week), rtol=1e-12)  # its own features
     engine.dispose()

@@ -44,8 +44,10 @@ def champion(project: Project) -> dict:
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Lifecycle:
     project = make_project(tmp_path_factory.mktemp("lifecycle") / "project")
-    # The weak models do not beat the naive baseline; the gate, not evaluate, is under test here.
-    project.set_params(ingest=SMALL_WINDOW, split=SHARES, evaluate={"must_beat_baseline": False})
+    # The weak models do not beat the naive baseline; the gate, not evaluate, is under test here. The row-only
+    # spec: promotion, rollback and shadow scoring are the same for any spec (history: tests/service/test_history_api).
+    project.set_params(spec="specs/bike_sharing_rows.yaml", ingest=SMALL_WINDOW, split=SHARES,
+                       evaluate={"must_beat_baseline": False})  # fmt: skip
     project.run("tiffin", "db", "seed")
     first = repro(project, WEAK)
     assert champion(project)["champion"] == first

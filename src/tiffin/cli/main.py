@@ -334,9 +334,12 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
         challenger = store.load(shadow_tag)
         shadow = (challenger.tag, Scorer.from_model(challenger))
     try:
-        job = BatchJob(database.engine_for(db, must_exist=True), Scorer.from_model(loaded), loaded.tag,
-                       chunk_rows=chunk_rows, shadow=shadow, log_predictions=not no_log, retry_rejects=retry_rejects,
-                       threads=threads)  # fmt: skip
+        try:
+            job = BatchJob(database.engine_for(db, must_exist=True), Scorer.from_model(loaded), loaded.tag,
+                           chunk_rows=chunk_rows, shadow=shadow, log_predictions=not no_log,
+                           retry_rejects=retry_rejects, threads=threads)  # fmt: skip
+        except ValueError as refused:  # models that cannot run together
+            raise click.UsageError(str(refused)) from None
         summary = job.run(start, end, since_last)
     except BatchBusy as busy:
         click.echo(f"batch not started: {busy}; try again later", err=True)

@@ -275,6 +275,11 @@ class DatasetSpec(_Strict):
         """The history features a model of this spec reads (looked up, never sent); none without `history`."""
         return self.history.names() if self.history else []
 
+    def history_not_in(self, other: DatasetSpec) -> list[str]:
+        """The history features a model of this spec reads that rows prepared for `other`'s model lack (a
+        challenger in shadow behind a champion of `other`)."""
+        return sorted(set(self.history_columns) - set(other.history_columns))
+
     def target_lag(self, lag: str) -> str:
         """The name of the target's history feature `lag` (the history baseline reads it)."""
         return next(f for f in self.history.features if f.column == self.target and lag in f.lags).lag_name(lag)

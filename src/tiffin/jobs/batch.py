@@ -298,6 +298,11 @@ class BatchJob:
         self.engine = engine
         self.scorer = scorer
         self.spec = scorer.spec
+        if shadow is not None and (unread := shadow[1].spec.history_not_in(self.spec)):
+            raise ValueError(
+                f"the challenger {shadow[0]} reads history features the champion {tag} does not "
+                f"({', '.join(unread)}): score it in a run of its own (`tiffin batch --model {shadow[0]}`)"
+            )
         self.tag = tag
         self.chunk_rows = chunk_rows
         self.shadow = shadow

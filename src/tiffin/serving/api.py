@@ -95,7 +95,11 @@ def prediction_logger(
     """The API's prediction log (sampled, written by a thread); the shadow model scores the same rows there."""
     if config.log_sample <= 0:
         return None
-    challenger = None if shadow is None else (shadow.tag, Scorer.from_model(shadow).predict)
+    challenger = None
+    if shadow is not None:
+        # A challenger reading history features the champion does not look up keeps a lookup of its own.
+        history = online_history(config, shadow.spec, engine) if shadow.spec.history_not_in(spec) else None
+        challenger = (shadow.tag, Scorer.from_model(shadow, history).predict_logged)
     return AsyncLogger(
         engine, spec, tag, sample=config.log_sample, shadow=challenger,
         on_dropped=LOG_DROPPED.inc, on_written=lambda role, rows: LOGGED.labels(role=role).inc(rows),

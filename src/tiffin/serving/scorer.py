@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 
@@ -162,6 +163,16 @@ class Scorer:
     def predict(self, columns: object) -> np.ndarray:
         """Canonical rows (a DataFrame or validated columns) -> predictions."""
         return self.predict_matrix(self.encoder.transform(columns))
+
+    def predict_logged(self, canonical: pd.DataFrame) -> np.ndarray:
+        """Rows of the prediction log, scored by a model in shadow: with the history features this model's own
+        lookup gives (stale ones null), whatever features the answering model looked up."""
+        if self.history is not None:
+            found = self.history.lookup(canonical)
+            for values in found.features.values():
+                values[found.stale] = np.nan
+            canonical = canonical.assign(**found.features)
+        return self.predict(canonical)
 
     def score(self, records: list[dict]) -> Scored:
         """All-or-nothing: predictions for every record, or the problems of every bad one."""

@@ -254,7 +254,13 @@ class AsyncLogger:
     def _write(self, batch: list[tuple[dict, list[float]]]) -> None:
         canonical = self._canonical(batch)
         predictions = np.asarray([p for _, values in batch for p in values], dtype="float64")
-        shadow = None if self.shadow is None else (self.shadow[0], self.shadow[1](canonical))
+        shadow = None
+        if self.shadow is not None:
+            try:
+                shadow = (self.shadow[0], self.shadow[1](canonical))
+            except Exception:  # the challenger's failure never costs the champion's log
+                log.exception("prediction log: the shadow model %s could not score %d rows", self.shadow[0],
+                              len(canonical))  # fmt: skip
         rows = entries(self.spec, canonical, predictions, model=self.model, role=CHAMPION, source=API, shadow=shadow)
         write(self.engine, self.spec, rows, self.table)
         for role, count in rows["role"].value_counts().items():
