@@ -71,6 +71,7 @@ bento: repro
 ## bench: the API vs a no-op service and the stock pipeline (wrk + Locust); batch on 1 M rows -> reports/bench/
 bench: repro
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	python -m benchmarks.lookup
 	python -m benchmarks.run
 	python -m benchmarks.batch
 

@@ -16,7 +16,7 @@ import pytest
 from tiffin.core.contract import Contract
 
 from ..conftest import Project
-from .conftest import serve
+from .conftest import as_served, serve
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +49,16 @@ def test_one_record_is_predicted_as_the_pipeline_predicts_it(api, bike_spec, tes
     np.testing.assert_allclose(body["predictions"], pipeline.predict(test_rows.head(1)), rtol=0, atol=1e-9)
 
 
-def test_many_records_score_as_training_and_batch_code_score_them(api, bike_spec, test_rows, pipeline) -> None:
-    """The API, the DataFrame contract path (batch, training) and the pipeline agree to 1e-9."""
+def test_many_records_score_as_training_and_batch_code_score_them(
+    api, bike_spec, test_rows, pipeline, served_history
+) -> None:
+    """The API, the DataFrame contract path (batch, training) and the pipeline agree to 1e-9; with history
+    features, looked up by the service as training computed them."""
     records = as_records(test_rows, bike_spec.input_columns)
     served = predict(api, records).json()["predictions"]
     batch = Contract(bike_spec).validate(pd.DataFrame(records), serving=True)
     assert batch.rejects.empty
-    np.testing.assert_allclose(served, pipeline.predict(batch.valid), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(served, pipeline.predict(as_served(served_history, batch.valid)), rtol=0, atol=1e-9)
     np.testing.assert_allclose(served, pipeline.predict(test_rows), rtol=0, atol=1e-9)
 
 

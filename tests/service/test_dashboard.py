@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import load_spec
+from tiffin.features.history import history_features
 from tiffin.lifecycle import monitor_report
 from tiffin.serving import dashboard
 from tiffin.storage import database as db
@@ -50,6 +51,8 @@ def reports(reproduced_project: Project, tmp_path_factory: pytest.TempPathFactor
     window = bike_raw[(bike_raw["dteday"] >= "2011-05-01") & (bike_raw["dteday"] <= "2011-05-14")]
     db.seed(engine, spec, window)
     rows = Contract(spec).validate(window).valid
+    if spec.history:  # the default spec's model: its history features, as the batch runner logs them
+        rows = rows.join(history_features(spec, rows))
     predictions = model.pipeline.predict(rows)
     predlog.write(engine, spec, predlog.entries(spec, rows, predictions, model=tag, role="champion", source="batch"))
     monitor_report.run(engine, model, "2011-05-01", "2011-05-14", work / "reports")

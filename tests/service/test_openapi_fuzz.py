@@ -18,6 +18,7 @@ from tiffin.core.spec import DatasetSpec
 
 from ..conftest import ROOT, Project
 from ..hostile import as_frame, hostile_records
+from .conftest import as_served
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(api: str) ->
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(data=st.data())
 def test_hostile_records_get_a_named_400_or_the_pipelines_own_prediction(
-    data: st.DataObject, api: str, bike_spec: DatasetSpec, served_pipeline, bike_example: dict
+    data: st.DataObject, api: str, bike_spec: DatasetSpec, served_pipeline, bike_example: dict, served_history
 ) -> None:
     """Records generated from the spec (every field type x boundaries, overflow, wrong types, nesting, unicode,
     unknown and missing fields), sent as JSON to the real server: never a 5xx; a 400 names field and rule of
@@ -66,7 +67,8 @@ def test_hostile_records_get_a_named_400_or_the_pipelines_own_prediction(
         return
     valid = Contract(bike_spec).validate(as_frame(records), serving=True)
     assert valid.rejects.empty
-    np.testing.assert_allclose(answer.json()["predictions"], served_pipeline.predict(valid.valid), rtol=0, atol=1e-9)
+    expected = served_pipeline.predict(as_served(served_history, valid.valid))
+    np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=0, atol=1e-9)
 
 
 @pytest.fixture(scope="module")

@@ -196,6 +196,11 @@ def gate(*, bento: str | None, host: str | None, slo: Path, out: Path, run_secon
 
 def worth_remeasuring(checks: list[ObjectiveResult]) -> bool:
     """A latency or throughput miss can be the machine's (another job, a hiccup): measure once more, report both.
-    A wrong answer (the failure ratio) is the service's: never re-measured."""
+    So can a request type that saw no request in a short run (its failure ratio unmeasured, `inf`). A wrong
+    answer (a measured failure ratio) is the service's: never re-measured."""
     missed = [check for check in checks if not check.passed]
-    return bool(missed) and all(check.metric != "max_failure_ratio" for check in missed)
+    return bool(missed) and all(wrongly_timed(check) for check in missed)
+
+
+def wrongly_timed(check: ObjectiveResult) -> bool:
+    return check.metric != "max_failure_ratio" or check.measured == float("inf")
