@@ -1,6 +1,7 @@
 """`make bench` (batch part): 1,000,000 rows, database to database, against in-memory scoring.
 
-The rows are the real hourly data repeated 58 times, each copy 731 days later (keys stay unique).
+The rows are the real hourly data repeated 58 times, each copy 735 days (105 weeks) later: keys stay unique and
+each date keeps its weekday (the contract checks it).
 Baseline: the same model scoring the same rows already in memory (a canonical DataFrame), in this
 process. Batch: `python -m tiffin batch` end to end (read, contract, score, write) on SQLite and on
 PostgreSQL, as a subprocess so its peak memory is its own. Writes reports/bench/batch.{json,md}.
@@ -38,7 +39,7 @@ PG_ADMIN = os.environ.get("TIFFIN_BENCH_PG_URL", "postgresql+psycopg://postgres@
 def million_rows(seed_file: Path) -> pd.DataFrame:
     raw = pd.read_csv(seed_file)
     days = pd.to_datetime(raw["dteday"])
-    copies = [raw.assign(dteday=(days + pd.Timedelta(days=731 * k)).dt.strftime("%Y-%m-%d")) for k in range(COPIES)]
+    copies = [raw.assign(dteday=(days + pd.Timedelta(weeks=105 * k)).dt.strftime("%Y-%m-%d")) for k in range(COPIES)]
     return pd.concat(copies, ignore_index=True)
 
 
