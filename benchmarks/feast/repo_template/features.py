@@ -24,40 +24,16 @@ src_b = FileSource(
     timestamp_field="event_timestamp",
 )
 
-bike_a = FeatureView(
-    name="bike_a",
-    entities=[series],
-    ttl=timedelta(days=2),
-    schema=SCHEMA,
-    source=src_a,
-    online=True,
-)
-bike_b = FeatureView(
-    name="bike_b",
-    entities=[series],
-    ttl=timedelta(days=2),
-    schema=SCHEMA,
-    source=src_b,
-    online=True,
-)
 
+def view(name: str, entities: list[Entity], source: FileSource) -> FeatureView:
+    return FeatureView(name=name, entities=entities, ttl=timedelta(days=2), schema=SCHEMA, source=source, online=True)
+
+
+bike_a = view("bike_a", [series], src_a)
+bike_b = view("bike_b", [series], src_b)
 
 # ---- Extra (beyond the brief): full-history views. Feast's online store keeps only the
 # latest row per entity key, so to serve *every* hour online the hour must be part of the key.
 hour = Entity(name="hour_key", join_keys=["hour_key"], value_type=ValueType.INT64)
-bike_a_hist = FeatureView(
-    name="bike_a_hist",
-    entities=[series, hour],
-    ttl=timedelta(days=2),
-    schema=SCHEMA,
-    source=src_a,
-    online=True,
-)
-bike_b_hist = FeatureView(
-    name="bike_b_hist",
-    entities=[series, hour],
-    ttl=timedelta(days=2),
-    schema=SCHEMA,
-    source=src_b,
-    online=True,
-)
+bike_a_hist = view("bike_a_hist", [series, hour], src_a)
+bike_b_hist = view("bike_b_hist", [series, hour], src_b)
