@@ -12,6 +12,7 @@ import pytest
 from tiffin.serving.server import BentoServer
 
 from ..conftest import Project
+from .conftest import HISTORY_KEEP_DAYS
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,9 @@ def test_the_built_bento_serves_the_same_answers_after_export_and_import(
     requirements = (built / "env/python/requirements.txt").read_text()
     assert "bentoml==" in requirements and "scikit-learn==" in requirements and "dvc" not in requirements
 
-    fresh = {**project.env, "BENTOML_HOME": str(tmp_path / "fresh-store")}
+    # The packaged server holds as much history as the development one (`api`), so the record is as fresh there.
+    fresh = {**project.env, "BENTOML_HOME": str(tmp_path / "fresh-store"),
+             "TIFFIN_HISTORY_KEEP_DAYS": str(HISTORY_KEEP_DAYS)}  # fmt: skip
     project.run("bentoml", "import", str(exported), env=fresh)
     neutral = tmp_path / "elsewhere"
     neutral.mkdir()
