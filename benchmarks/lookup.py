@@ -48,19 +48,14 @@ def main() -> None:
     history = OnlineHistory(engine_for(settings.db_url(), must_exist=True), champion.spec,
                             keep=pd.Timedelta(days=config.history_keep_days))  # fmt: skip
     history.refresh(force=True)
-    grid, table = history.built
     scorer, plain = Scorer.from_model(champion, history), Scorer.from_model(store.load(row_only_model()))
     test = pd.read_parquet(ROOT / "data/split/test.parquet").tail(RECORDS)
     records = json.loads(request_json(test[champion.spec.input_columns], champion.spec))
     columns = [scorer.validator.validate([record])[0] for record in records]
-    assert all(table.covers(*_keys(history, grid, c)) for c in columns), "the records must be in the table"
-
-    def computed(c: dict):
-        return history._computed(grid, *_keys(history, grid, c))
-
+    assert all(history.in_table(c) for c in columns), "the records must be in the table"
     cases = {
-        "lookup, precomputed table": lambda c: history.lookup(c),
-        "lookup, computed from the grid": computed,
+        "lookup, precomputed table": history.lookup,
+        "lookup, computed from the grid": history.computed,
         "score one record, champion (history)": lambda r: scorer.score([r]),
         "score one record, row-only model": lambda r: plain.score([r]),
     }
@@ -76,14 +71,6 @@ def main() -> None:
     lines += [f"| {name} | {value:g} |" for name, value in results.items()]
     (OUT / "lookup.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _keys(history: OnlineHistory, grid, columns: dict) -> tuple:
-    from tiffin.features.history import series_labels
-    from tiffin.features.online import event_times
-
-    times = event_times(history.spec, columns)
-    return grid.codes(series_labels(history.spec, columns, len(times))), grid.slots(times)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import joblib
 import yaml
 
-from tiffin.core.spec import DatasetSpec, load_spec
+from tiffin.core.spec import load_spec
 from tiffin.modeling.pipeline import build_pipeline
 from tiffin.storage.champion import serving_models
 from tiffin.storage.files import read_parquet
@@ -21,11 +21,6 @@ from tiffin.storage.modelstore import SPEC_FILE, ModelStore
 from tiffin.storage.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def champion() -> tuple[str, DatasetSpec]:
-    loaded = ModelStore().load(serving_models().champion)
-    return loaded.tag, loaded.spec
 
 
 def row_only_model() -> str | None:

@@ -92,29 +92,26 @@ def test_the_online_table_answers_what_computing_from_the_grid_does(db_url, hist
     """Each worker precomputes every hour from the grid's start to the last that can be fresh; hours before and
     after are computed from the grid. Either way: training's values, and the same staleness."""
     from tiffin.core.contract import RecordValidator
-    from tiffin.features.history import series_labels
-    from tiffin.features.online import OnlineHistory, event_times
+    from tiffin.features.online import OnlineHistory
 
     engine = db.engine_for(db_url)
     db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-01-31")])
     history = OnlineHistory(engine, history_spec, keep=pd.Timedelta(days=7))
     history.refresh(force=True)
-    grid, table = history.built
     weather = {"weathersit": "Clear", "temp": 5.0, "atemp": 3.0, "hum": 50.0, "windspeed": 10.0}
     hours = pd.date_range("2011-01-10", "2011-02-06 23:00", freq="h")  # before the grid, in it, and past fresh
     records = [{"dteday": f"{t:%Y-%m-%d}", "hr": t.hour, "season": "spring", "holiday": "No",
                 "weekday": f"{t:%a}", "workingday": "Yes", **weather} for t in hours]  # fmt: skip
     columns, problems = RecordValidator(history_spec).validate(records)
     assert problems == []
-    codes = grid.codes(series_labels(history_spec, columns, len(hours)))
-    slots = grid.slots(event_times(history_spec, columns))
-    computed = history._computed(grid, codes, slots)
-    covered = np.array([table.covers(codes[i : i + 1], slots[i : i + 1]) for i in range(len(hours))])
-    assert covered.any() and not covered.all()  # both paths are exercised
     names = history_spec.history_columns
 
     def rows(at: np.ndarray | slice) -> dict:
         return {name: np.asarray(values)[at] for name, values in columns.items()}
+
+    computed = history.computed(columns)
+    covered = np.array([history.in_table(rows(slice(i, i + 1))) for i in range(len(hours))])
+    assert covered.any() and not covered.all()  # both paths are exercised
 
     for i in range(len(hours)):
         one = history.lookup(rows(slice(i, i + 1)))

@@ -40,25 +40,33 @@ PRECOMPUTED_CELLS = 8_000_000  # at most 64 MiB of float64 per worker; a larger 
 
 @dataclass(frozen=True)
 class Lookup:
-    features: dict[str, np.ndarray]
+    features: dict[str, np.ndarray]  # fresh arrays: the caller's to change
     stale: np.ndarray  # per row: no value known within `stale_after` before its cut (t - horizon)
+
+    def nulled(self) -> dict[str, np.ndarray]:
+        """The features with stale rows null, in place: stale history is no history (the spec's `null` way)."""
+        if self.stale.any():
+            for values in self.features.values():
+                values[self.stale] = np.nan
+        return self.features
 
 
 @dataclass(frozen=True)
 class Precomputed:
     """Every series' history features and staleness for the slots [first, first + width): the online table."""
 
+    names: list[str]  # the features, the spec's order
     first: int
-    values: np.ndarray  # (series, slots, features), the spec's order
+    values: np.ndarray  # (series, slots, features)
     stale: np.ndarray  # (series, slots)
 
     def covers(self, codes: np.ndarray, slots: np.ndarray) -> bool:
         return bool(codes.min() >= 0 and slots.min() >= self.first and slots.max() < self.first + self.stale.shape[1])
 
-    def lookup(self, names: list[str], codes: np.ndarray, slots: np.ndarray) -> Lookup:
+    def lookup(self, codes: np.ndarray, slots: np.ndarray) -> Lookup:
         at = slots - self.first
         values = self.values[codes, at]  # a copy: the caller may null stale rows in place
-        return Lookup({name: values[:, i] for i, name in enumerate(names)}, self.stale[codes, at])
+        return Lookup({name: values[:, i] for i, name in enumerate(self.names)}, self.stale[codes, at])
 
 
 def event_times(spec: DatasetSpec, columns: dict) -> np.ndarray:
@@ -134,7 +142,7 @@ class OnlineHistory:
         slots = np.tile(np.arange(first, end), series)
         found = self._computed(grid, codes, slots)
         values = np.stack([found.features[name] for name in names], axis=-1).reshape(series, end - first, len(names))
-        return Precomputed(first, values, found.stale.reshape(series, end - first))
+        return Precomputed(names, first, values, found.stale.reshape(series, end - first))
 
     def _computed(self, grid: HistoryGrid, codes: np.ndarray, slots: np.ndarray) -> Lookup:
         cut = slots - self.ahead
@@ -143,14 +151,28 @@ class OnlineHistory:
         return Lookup(grid.features(codes, slots), stale)
 
     def lookup(self, columns: dict) -> Lookup:
-        """The history features of validated request columns, and which rows' history is stale."""
+        """The history features of validated request columns (or a canonical frame), and which rows' history is
+        stale: from the precomputed table when it holds every row's hour, else computed from the grid."""
         built = self.built
-        times = event_times(self.spec, columns)
         if built is None:
-            empty = {name: np.full(len(times), np.nan) for name in self.spec.history_columns}
-            return Lookup(empty, np.ones(len(times), dtype=bool))
+            rows = len(columns[self.spec.timestamp.column])
+            empty = {name: np.full(rows, np.nan) for name in self.spec.history_columns}
+            return Lookup(empty, np.ones(rows, dtype=bool))
         grid, table = built
-        codes, slots = grid.codes(series_labels(self.spec, columns, len(times))), grid.slots(times)
-        if table.covers(codes, slots):
-            return table.lookup(self.spec.history_columns, codes, slots)
-        return self._computed(grid, codes, slots)
+        codes, slots = self._points(grid, columns)
+        return table.lookup(codes, slots) if table.covers(codes, slots) else self._computed(grid, codes, slots)
+
+    def computed(self, columns: dict) -> Lookup:
+        """The same lookup, always computed from the grid (what the table must equal; for checks and benchmarks)."""
+        grid, _ = self.built
+        return self._computed(grid, *self._points(grid, columns))
+
+    def in_table(self, columns: dict) -> bool:
+        """Whether the precomputed table holds every row's hour (the lookup's fast path)."""
+        grid, table = self.built
+        return table.covers(*self._points(grid, columns))
+
+    def _points(self, grid: HistoryGrid, columns: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's series code and slot on `grid`."""
+        times = event_times(self.spec, columns)
+        return grid.codes(series_labels(self.spec, columns, len(times))), grid.slots(times)

@@ -199,8 +199,8 @@ def worth_remeasuring(checks: list[ObjectiveResult]) -> bool:
     So can a request type that saw no request in a short run (its failure ratio unmeasured, `inf`). A wrong
     answer (a measured failure ratio) is the service's: never re-measured."""
     missed = [check for check in checks if not check.passed]
-    return bool(missed) and all(wrongly_timed(check) for check in missed)
+    return bool(missed) and all(_could_be_the_machine(check) for check in missed)
 
 
-def wrongly_timed(check: ObjectiveResult) -> bool:
+def _could_be_the_machine(check: ObjectiveResult) -> bool:
     return check.metric != "max_failure_ratio" or check.measured == float("inf")

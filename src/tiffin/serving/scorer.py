@@ -168,10 +168,7 @@ class Scorer:
         """Rows of the prediction log, scored by a model in shadow: with the history features this model's own
         lookup gives (stale ones null), whatever features the answering model looked up."""
         if self.history is not None:
-            found = self.history.lookup(canonical)
-            for values in found.features.values():
-                values[found.stale] = np.nan
-            canonical = canonical.assign(**found.features)
+            canonical = canonical.assign(**self.history.lookup(canonical).nulled())
         return self.predict(canonical)
 
     def score(self, records: list[dict]) -> Scored:
@@ -186,9 +183,7 @@ class Scorer:
                 if self.spec.history.when_stale == "refuse":
                     return Scored([], self._stale_problems(columns, found.stale))
                 stale = int(found.stale.sum())
-                for values in found.features.values():
-                    values[found.stale] = np.nan  # stale history is no history: declared, counted
-            columns = {**columns, **found.features}
+            columns = {**columns, **found.nulled()}  # stale history is no history: declared, counted
         return Scored(self.predict(columns).tolist(), [], columns, stale)
 
     def _stale_problems(self, columns: dict, stale: np.ndarray) -> list[dict]:
