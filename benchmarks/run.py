@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports/bench"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = 32
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # interleaved no-op / Tiffin rounds
 OFFERED_RATE = 300  # requests/s for the latency run
 MULTI_ROWS = 1_000
 
@@ -107,24 +109,58 @@ def fit_stock_pipeline(spec: object, tmp: Path) -> Path:
     return path
 
 
-def measure(target: str, env: dict, single: Path, multi: Path, latency: bool, name: str | None = None) -> dict:
-    with BentoServer(target, cwd=ROOT, env=env, log=OUT / f"{name or target.split(':')[1]}.log") as server:
+def started(target: str, env: dict, name: str | None = None) -> BentoServer:
+    """A server for `target`, ready and warmed up (both workers)."""
+    server = BentoServer(target, cwd=ROOT, env=env, log=OUT / f"{name or target.split(':')[1]}.log")
+    try:
         server.wait_ready()
-        print(f"  {target}: ready in {server.ready_after:.1f} s", flush=True)
-        wrk(server.url, single, CONNECTIONS, 2)  # warm up both workers
-        result = {
-            "ready_s": round(server.ready_after, 1),
-            "worker_rss_mib": [round(m) for m in server.worker_rss_mib()],
-            # Best of two: the machine also runs the load generator, and a run can catch a hiccup.
-            "single": max(
-                (wrk(server.url, single, CONNECTIONS, SECONDS) for _ in range(2)), key=lambda run: run["requests_per_s"]
-            ),
-            "multi": wrk(server.url, multi, 4, SECONDS),
-        }
-        result["multi"]["rows_per_s"] = round(result["multi"]["requests_per_s"] * MULTI_ROWS)
-        if latency:
-            result["latency_at_constant_rate"] = locust_at_constant_rate(server.url, single, OFFERED_RATE, 2 * SECONDS)
-        return result
+    except BaseException:
+        server.stop()
+        raise
+    print(f"  {name or target}: ready in {server.ready_after:.1f} s", flush=True)
+    wrk(server.url, Path(env["BENCH_SINGLE"]), CONNECTIONS, 2)
+    return server
+
+
+def measure(server: BentoServer, single: Path, multi: Path, latency: bool, single_run: dict | None = None) -> dict:
+    """A running server's figures; `single_run` when its single-record throughput was measured interleaved."""
+    result = {
+        "ready_s": round(server.ready_after, 1),
+        "worker_rss_mib": [round(m) for m in server.worker_rss_mib()],
+        # Best of two: the machine also runs the load generator, and a run can catch a hiccup.
+        "single": single_run
+        or max(
+            (wrk(server.url, single, CONNECTIONS, SECONDS) for _ in range(2)), key=lambda run: run["requests_per_s"]
+        ),
+        "multi": wrk(server.url, multi, 4, SECONDS),
+    }
+    result["multi"]["rows_per_s"] = round(result["multi"]["requests_per_s"] * MULTI_ROWS)
+    if latency:
+        result["latency_at_constant_rate"] = locust_at_constant_rate(server.url, single, OFFERED_RATE, 2 * SECONDS)
+    return result
+
+
+def interleaved(servers: dict[str, BentoServer], single: Path, rounds: int) -> dict:
+    """Single-record throughput of each server in turn, `rounds` times; the ratio of each to the first, per round.
+
+    The machine's speed drifts by several percent over minutes (the no-op alone has ranged 1,505-1,645 req/s),
+    so a ratio of two runs minutes apart measures the drift; runs side by side in each round, and the median of
+    the rounds' ratios, do not.
+    """
+    runs = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name, server in servers.items():
+            runs[name].append(wrk(server.url, single, CONNECTIONS, SECONDS))
+    base, *others = servers
+    ratios = {
+        name: [round(b["requests_per_s"] / a["requests_per_s"], 3) for a, b in zip(runs[base], runs[name], strict=True)]
+        for name in others
+    }
+    return {"runs": runs, "ratios": ratios, "median_ratio": {name: statistics.median(r) for name, r in ratios.items()}}
+
+
+def median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda run: run["requests_per_s"])[len(runs) // 2]
 
 
 def table(results: dict) -> str:
@@ -191,24 +227,34 @@ def main() -> None:
         tmp = Path(scratch)
         single, multi, _, spec = request_bodies(tmp)
         env["BENCH_STOCK_MODEL"] = str(fit_stock_pipeline(spec, tmp))
+        env["BENCH_SINGLE"] = str(single)
         began = time.monotonic()
-        results = {
-            "noop": measure("benchmarks.services:NoOp", env, single, multi, latency=False),
-            "stock": measure("benchmarks.services:StockPipeline", env, single, multi, latency=False),
-        }
+        results = {}
+        # The headline ratio: the no-op and the default service side by side, interleaved, on a fresh source copy.
+        db_url = database.sqlite_copy(settings.db_url(), tmp, "tiffin")
+        before = logged_rows(db_url)  # the copied source may hold a log already
+        with started("benchmarks.services:NoOp", env, "noop") as noop, \
+                started("service.app:Tiffin", env | {"TIFFIN_DB_URL": db_url}, "tiffin") as tiffin:  # fmt: skip
+            results["interleaved"] = interleaved({"noop": noop, "tiffin": tiffin}, single, ROUNDS)
+            for name, server in (("noop", noop), ("tiffin", tiffin)):
+                single_run = median_run(results["interleaved"]["runs"][name])
+                results[name] = measure(server, single, multi, latency=name == "tiffin", single_run=single_run)
+        results["tiffin"]["rows_logged"] = logged_rows(db_url) - before
+        with started("benchmarks.services:StockPipeline", env, "stock") as stock:
+            results["stock"] = measure(stock, single, multi, latency=False)
         # The prediction log (sampled, on a thread) and shadow scoring, each against the unlogged service.
         shadow = {
             "TIFFIN_LOG_SAMPLE": "1",
             "TIFFIN_CHALLENGER": serving_models().champion,
         }  # the same model: the same cost
-        runs = [("tiffin_unlogged", {"TIFFIN_LOG_SAMPLE": "0"}), ("tiffin", {}), ("tiffin_shadow", shadow)]
+        runs = [("tiffin_unlogged", {"TIFFIN_LOG_SAMPLE": "0"}), ("tiffin_shadow", shadow)]
         if row_only := row_only_model():  # the champion has history features: the same model without them
             runs.append(("tiffin_row_only", {"TIFFIN_MODEL": row_only, "TIFFIN_CHALLENGER": "none"}))
         for name, extra in runs:
             db_url = database.sqlite_copy(settings.db_url(), tmp, name)
-            before = logged_rows(db_url)  # the copied source may hold a log already
-            results[name] = measure("service.app:Tiffin", env | {"TIFFIN_DB_URL": db_url, **extra}, single, multi,
-                                    latency=True, name=name)  # fmt: skip
+            before = logged_rows(db_url)
+            with started("service.app:Tiffin", env | {"TIFFIN_DB_URL": db_url, **extra}, name) as server:
+                results[name] = measure(server, single, multi, latency=True)
             results[name]["rows_logged"] = logged_rows(db_url) - before
         # Four times the capacity, with what it takes to shed it (tests/service/test_overload.py checks the bounds).
         records = tmp / "records.json"
@@ -220,7 +266,7 @@ def main() -> None:
             results["overload"] = asdict(overload(server, records, OUT / "overload"))
     single_rate = results["tiffin"]["single"]["requests_per_s"]
     results["ratios"] = {
-        "vs_noop": round(single_rate / results["noop"]["single"]["requests_per_s"], 3),
+        "vs_noop": results["interleaved"]["median_ratio"]["tiffin"],
         "vs_stock": round(single_rate / results["stock"]["single"]["requests_per_s"], 2),
     }
     if "tiffin_row_only" in results:

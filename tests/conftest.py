@@ -32,6 +32,7 @@ PROJECT_FILES = [
     "src",
     "service",
     "loadtests",
+    "deploy",
     "data/seed",
 ]
 

@@ -173,3 +173,24 @@ def test_db_seed_strict_loads_nothing_from_a_file_that_repeats_a_key(
     done = CliRunner().invoke(main, [*args, "--strict"])
     assert done.exit_code == 0 and done.output.strip().endswith(f"rentals: {len(sample)} rows added, 0 already there")
     assert not rejects.exists()
+
+
+def test_a_table_another_process_creates_meanwhile_is_no_error(db_url: str, bike_spec: DatasetSpec) -> None:
+    """An API's two workers starting on a fresh database both check, then create, the prediction log and the
+    feature table: the second CREATE fails (seen in the container, where a worker died of it). Here the other
+    process creates the table between this one's check and its CREATE."""
+    import sqlalchemy as sa
+
+    from tiffin.storage import predlog
+
+    engine, other = db.engine_for(db_url), sa.create_engine(db_url)
+    table = predlog.log_table(bike_spec)
+
+    def made_meanwhile(target: sa.Table, connection: sa.Connection, **_: object) -> None:
+        target.to_metadata(sa.MetaData()).create(other)
+
+    sa.event.listen(table, "before_create", made_meanwhile)
+    db.create_tables(engine, table.metadata)
+    assert sa.inspect(engine).has_table(table.name)
+    engine.dispose()
+    other.dispose()

@@ -4,6 +4,7 @@ and scores and logs exactly what training computes for the same rows; on SQLite 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -173,4 +174,48 @@ def test_a_history_challenger_in_shadow_behind_a_row_only_champion(db_url, histo
     week = week.iloc[history_spec.event_time(week).argsort(kind="stable")]
     assert np.array_equal(by_role["champion"], row_only.predict(week))
     assert np.allclose(by_role["challenger"], with_history.predict(week), rtol=1e-12)  # its own features
+    engine.dispose()
+
+
+def test_the_api_log_writes_every_flush_through_one_connection_and_reopens_after_a_failure(
+    db_url, bike_spec, offline, monkeypatch
+):
+    """Each write costs the answering loop GIL hand-offs (issue 15), the connection's opening among them: one
+    connection for the thread's life, a new one only after a failed write, and no request lost but the failed."""
+    from tiffin.serving.openapi import request_json
+    from tiffin.storage.predlog import AsyncLogger
+
+    opened = []
+
+    class Counted(predlog.BulkConnection):
+        def __init__(self, engine) -> None:
+            super().__init__(engine)
+            opened.append(self)
+
+    monkeypatch.setattr(predlog, "BulkConnection", Counted)
+    january = offline[offline["dteday"] < "2011-02-01"]
+    model = build_pipeline(bike_spec, {"max_iter": 20}).fit(january, january[bike_spec.target])
+    engine = db.engine_for(db_url)
+    scorer = Scorer(model, bike_spec)
+    days = [offline[offline["dteday"] == day] for day in ("2011-02-01", "2011-02-02", "2011-02-03")]
+    logger = AsyncLogger(engine, bike_spec, TAG, sample=1.0, flush_seconds=0.05)
+
+    def log_and_wait(rows: pd.DataFrame) -> None:
+        scored = scorer.score(json.loads(request_json(rows[bike_spec.input_columns], bike_spec)))
+        logger.submit(scored.columns, scored.predictions)
+        while not logger.queue.empty():
+            time.sleep(0.01)
+        time.sleep(0.3)  # the write that follows the take
+
+    log_and_wait(days[0])
+    log_and_wait(days[1])
+    assert len(opened) == 1
+    opened[0].connection.close()  # the database dropped it: that write fails, the next one reconnects
+    log_and_wait(days[1])
+    log_and_wait(days[2])
+    logger.close()
+    assert len(opened) == 2
+    logged = predlog.read(engine, bike_spec, "2011-02-01", "2011-02-03")
+    assert logged.groupby(logged["event_time"].dt.day).size().to_dict() == {1: len(days[0]), 2: len(days[1]),
+                                                                            3: len(days[2])}  # fmt: skip
     engine.dispose()

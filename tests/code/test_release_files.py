@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ..conftest import ROOT
 
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
-MANIFESTS = sorted((ROOT / "deploy/kubernetes").glob("*.yaml"))
+MANIFESTS = sorted(p for p in (ROOT / "deploy/kubernetes").glob("*.yaml") if p.name != "kustomization.yaml")
 
 
 def check_workflows(*files: Path) -> subprocess.CompletedProcess:
@@ -72,3 +75,39 @@ def test_the_gate_remeasures_a_timing_miss_but_never_a_wrong_answer() -> None:
     assert not worth_remeasuring([check("p99_ms", False), check("max_failure_ratio", False)])
     # A type that saw no request in a short run (the machine was slow) is unmeasured, not wrong: measured again.
     assert worth_remeasuring([check("p99_ms", False), check("max_failure_ratio", False, float("inf"))])
+
+
+def test_the_release_deploys_the_image_it_pushed() -> None:
+    """The manifests name a placeholder that kustomization.yaml maps; the release sets it to the image it pushed."""
+    kustomization = yaml.safe_load((ROOT / "deploy/kubernetes/kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {p.name for p in MANIFESTS}
+    placeholders = {image["name"] for image in kustomization["images"]}
+    for manifest in MANIFESTS:
+        for line in manifest.read_text().splitlines():
+            if line.strip().startswith("image:"):
+                assert line.split(":", 1)[1].split("#")[0].strip() in placeholders, manifest.name
+    steps = [step.get("run", "") for step in yaml.safe_load((ROOT / ".github/workflows/release.yml").read_text())[
+        "jobs"]["release"]["steps"]]  # fmt: skip
+    pushed = next(i for i, run in enumerate(steps) if run.startswith("docker push ${{ env.IMAGE }}"))
+    rendered = next(i for i, run in enumerate(steps) if run == "make release-manifests IMAGE=${{ env.IMAGE }}")
+    assert pushed < rendered
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed here")
+def test_the_rendered_manifests_run_the_released_image_with_the_database_secret() -> None:
+    from tiffin.jobs.container import render_manifests
+
+    released = "ghcr.io/acme/tiffin:v9.1"
+    rendered = list(yaml.safe_load_all(render_manifests(ROOT / "deploy/kubernetes", released)))
+    templates = {"Deployment": ["spec", "template"], "CronJob": ["spec", "jobTemplate", "spec", "template"]}
+    pods = {}
+    for document in rendered:
+        if document["kind"] in templates:
+            pods[document["kind"]] = functools.reduce(dict.get, templates[document["kind"]], document)["spec"]
+    assert set(pods) == {"Deployment", "CronJob"}
+    for pod in pods.values():
+        [container] = pod["containers"]
+        assert container["image"] == released
+        url = next(e for e in container["env"] if e["name"] == "TIFFIN_DB_URL")
+        assert url["valueFrom"]["secretKeyRef"] == {"name": "tiffin-database", "key": "url"}
+    assert "ghcr.io/acme/tiffin:v9.1" not in (ROOT / "deploy/kubernetes/kustomization.yaml").read_text()

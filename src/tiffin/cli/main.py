@@ -27,13 +27,21 @@ spec_option = click.option(
     type=click.Path(exists=True, dir_okay=False),
     help="Dataset spec (default: the one params.yaml names).",
 )
+
+
+def _database(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    try:
+        return settings.db_url(value)
+    except settings.DatabaseNotSet as missing:
+        raise click.UsageError(str(missing), ctx) from None
+
+
 db_option = click.option(
     "--db",
     "db",
     envvar="TIFFIN_DB_URL",
-    default=settings.DEFAULT_DB_URL,
-    show_default=True,
-    help="SQLAlchemy URL of the source database [env TIFFIN_DB_URL].",
+    callback=_database,
+    help=f"SQLAlchemy URL of the source database [env TIFFIN_DB_URL; in a checkout: {settings.DEFAULT_DB_URL}].",
 )
 
 
@@ -145,13 +153,14 @@ def spec_group() -> None:
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
               help="Draft from this file (CSV, .csv.gz or Parquet) instead of a --db table.")  # fmt: skip
 @click.option("--table", help="The --db table to read (SELECT * FROM it); with --csv, the source table to name.")
-@db_option
+@click.option("--db", "db", envvar="TIFFIN_DB_URL", help="SQLAlchemy URL of the database to read --table from "
+              f"[env TIFFIN_DB_URL; in a checkout: {settings.DEFAULT_DB_URL}].")  # fmt: skip
 @click.option("--name", help="The spec's name (default: from the table or file name).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="The file to write [specs/NAME.yaml].")
 @click.option("--sample-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="Read at most this many rows (the first ones).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def spec_init(csv_path: str | None, table: str | None, db: str, name: str | None, out: Path | None,
+def spec_init(csv_path: str | None, table: str | None, db: str | None, name: str | None, out: Path | None,
               sample_rows: int, force: bool) -> None:  # fmt: skip
     """Draft a spec from a real table: types, observed ranges, closed category sets, nullability and a key
     inferred from its rows; the target, timestamp, features and evaluation guessed and marked `# DECIDE:`."""
@@ -180,7 +189,9 @@ def spec_init(csv_path: str | None, table: str | None, db: str, name: str | None
         frame, source = database.read_seed_file(csv_path).head(sample_rows), csv_path
     else:
         try:
-            engine = database.engine_for(db, must_exist=True)
+            engine = database.engine_for(settings.db_url(db), must_exist=True)
+        except settings.DatabaseNotSet as missing:
+            raise click.UsageError(str(missing)) from None
         except database.DatabaseUnusable as unusable:
             raise click.ClickException(str(unusable)) from unusable
         source = f"{table} in {engine.url.render_as_string()}"
@@ -530,6 +541,70 @@ def loadtest(bento: str, host: str | None, slo: Path, out: Path, run_seconds: fl
     from tiffin.jobs.loadtest import gate
 
     sys.exit(gate(bento=None if host else bento, host=host, slo=slo, out=out, run_seconds=run_seconds))
+
+
+@main.group()
+def container() -> None:
+    """The Bento as a container image: build it, gate it (the API and the batch runner come from one image)."""
+
+
+@container.command("build")
+@click.option("--bento", default="tiffin:latest", show_default=True, help="The built Bento to put in the image.")
+@click.option("--image", default="tiffin:latest", show_default=True, help="The image's name and tag.")
+@click.option("--base-image", default="python:3.11-slim", show_default=True,
+              help="A Python 3.11 image with venv (deploy/container/base-image.sh makes one offline).")  # fmt: skip
+@click.option("--wheels", type=click.Path(file_okay=False, path_type=Path), default=".cache/wheelhouse",
+              show_default=True, help="The host's wheels of the locked requirements.")  # fmt: skip
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write what was built here (JSON).")
+def container_build(bento: str, image: str, base_image: str, wheels: Path, out: Path | None) -> None:
+    """Build the image: BentoML's Dockerfile and context, the requirements from a host-built wheelhouse, labelled
+    with the model tag, git commit and data snapshot hash."""
+    from tiffin.jobs.container import ContainerFailed, build
+
+    try:
+        built = build(bento, image, base_image, wheels.resolve())
+    except ContainerFailed as failed:
+        raise click.ClickException(str(failed)) from None
+    click.echo(f"{built.image}: {built.size_mb:,.0f} MB, built in {built.seconds:.0f} s from {built.bento}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(built.as_json() + "\n")
+
+
+@container.command("gate")
+@click.option("--image", default="tiffin:latest", show_default=True)
+@db_option
+@click.option("--slo", type=click.Path(exists=True, dir_okay=False, path_type=Path), default="loadtests/slo.yaml",
+              show_default=True, help="The objectives.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/container/loadtest",
+              show_default=True)  # fmt: skip
+@click.option("--run-seconds", type=float, help="Override the SLO file's run time.")
+def container_gate(image: str, db: str, slo: Path, out: Path, run_seconds: float | None) -> None:
+    """The release gate against the image: start it on a free port (host network), wait for /readyz, run Locust,
+    always remove the container (its log: OUT/container.log). A SQLite --db is copied, never written.
+
+    Exit codes: 0 all objectives met, 1 an objective missed, 2 the container failed to start or answer.
+    """
+    from tiffin.jobs.container import gate
+
+    code, ready_after = gate(image, db, slo=slo, out=out, run_seconds=run_seconds)
+    if ready_after is not None:
+        (out / "ready.json").write_text(json.dumps({"image": image, "start_to_ready_s": ready_after}) + "\n")
+    sys.exit(code)
+
+
+@container.command("manifests")
+@click.option("--image", required=True, help="The image the release pushed, e.g. ghcr.io/org/tiffin:v1.")
+@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path), default="deploy/kubernetes",
+              show_default=True, help="The kustomization to render.")  # fmt: skip
+def container_manifests(image: str, source: Path) -> None:
+    """Print the Kubernetes manifests with IMAGE as the image of the API and the batch (`kubectl kustomize`)."""
+    from tiffin.jobs.container import ContainerFailed, render_manifests
+
+    try:
+        click.echo(render_manifests(source, image), nl=False)
+    except ContainerFailed as failed:
+        raise click.ClickException(str(failed)) from None
 
 
 @main.group()

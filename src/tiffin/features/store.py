@@ -54,7 +54,7 @@ def feature_table(engine: Engine, spec: DatasetSpec) -> sa.Table:
         *[sa.Column(name, sa.Float(precision=53)) for name in spec.history.names()],
         sa.Column("computed_at", sa.String(32), nullable=False),
     )  # fmt: skip
-    metadata.create_all(engine)
+    database.create_tables(engine, metadata)
     return table
 
 

@@ -50,7 +50,7 @@ from tiffin.serving.scorer import Scorer
 from tiffin.storage import predlog
 from tiffin.storage.bulk import BulkConnection
 from tiffin.storage.clock import utcnow
-from tiffin.storage.database import Window, source_table
+from tiffin.storage.database import Window, create_tables, source_table
 
 log = logging.getLogger("tiffin.batch")
 
@@ -121,7 +121,7 @@ def batch_tables(engine: Engine, spec: DatasetSpec, source: sa.Table, prefix: st
         sa.Column("window_end", sa.Text(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
     )  # fmt: skip
-    metadata.create_all(engine)
+    create_tables(engine, metadata)
     _add_missing_columns(engine, rejects)
     return BatchTables(predictions, rejects, runs, watermarks)
 

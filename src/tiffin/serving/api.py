@@ -101,6 +101,6 @@ def prediction_logger(
         history = online_history(config, shadow.spec, engine) if shadow.spec.history_not_in(spec) else None
         challenger = (shadow.tag, Scorer.from_model(shadow, history).predict_logged)
     return AsyncLogger(
-        engine, spec, tag, sample=config.log_sample, shadow=challenger,
+        engine, spec, tag, sample=config.log_sample, shadow=challenger, flush_seconds=config.log_flush_seconds,
         on_dropped=LOG_DROPPED.inc, on_written=lambda role, rows: LOGGED.labels(role=role).inc(rows),
     )  # fmt: skip

@@ -24,6 +24,7 @@ class ServiceConfig:
     api_token: str | None = None
     access_log: bool = False
     log_sample: float = 0.1  # share of requests written to the prediction log (0: none)
+    log_flush_seconds: float = 1.0  # how often the log's thread writes what is queued (each write costs the loop)
     log_db_url: str = settings.DEFAULT_DB_URL  # the source database too (history features are read from it)
     history_refresh_seconds: float = 10.0  # how often a worker checks for a new materialization of history
     history_keep_days: int = 35  # days of history a worker keeps (at least the features' reach)
@@ -31,8 +32,8 @@ class ServiceConfig:
     @classmethod
     def from_env(cls) -> ServiceConfig:
         """TIFFIN_WORKERS, TIFFIN_MAX_ROWS, TIFFIN_MAX_BODY_BYTES, TIFFIN_MAX_CONCURRENCY,
-        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG, TIFFIN_LOG_SAMPLE, TIFFIN_DB_URL,
-        TIFFIN_HISTORY_REFRESH_SECONDS, TIFFIN_HISTORY_KEEP_DAYS."""
+        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG, TIFFIN_LOG_SAMPLE, TIFFIN_LOG_FLUSH_SECONDS,
+        TIFFIN_DB_URL, TIFFIN_HISTORY_REFRESH_SECONDS, TIFFIN_HISTORY_KEEP_DAYS."""
         env = os.environ.get
         return cls(
             workers=int(env("TIFFIN_WORKERS", cls.workers)),
@@ -43,6 +44,7 @@ class ServiceConfig:
             api_token=env("TIFFIN_API_TOKEN") or None,
             access_log=env("TIFFIN_ACCESS_LOG", "false").lower() in ("1", "true", "yes"),
             log_sample=float(env("TIFFIN_LOG_SAMPLE", cls.log_sample)),
+            log_flush_seconds=float(env("TIFFIN_LOG_FLUSH_SECONDS", cls.log_flush_seconds)),
             log_db_url=settings.db_url(),
             history_refresh_seconds=float(env("TIFFIN_HISTORY_REFRESH_SECONDS", cls.history_refresh_seconds)),
             history_keep_days=int(env("TIFFIN_HISTORY_KEEP_DAYS", cls.history_keep_days)),

@@ -83,6 +83,18 @@ def _sql_type(series: pd.Series) -> sa.types.TypeEngine:
     return sa.Text()
 
 
+def create_tables(engine: Engine, metadata: sa.MetaData) -> None:
+    """`create_all`, safe when processes race to create the same tables (an API's workers starting together on a
+    fresh database): create_all checks, then creates, and a table another process made in between fails the
+    creation. If every table is there after such a failure, it was the race, not an error."""
+    try:
+        metadata.create_all(engine)
+    except sa.exc.DatabaseError:
+        inspector = sa.inspect(engine)
+        if not all(inspector.has_table(table.name, schema=table.schema) for table in metadata.sorted_tables):
+            raise
+
+
 def source_table(engine: Engine, spec: DatasetSpec, like: pd.DataFrame | None = None) -> sa.Table:
     """The source table, reflected; created from `like`'s columns (key as primary key) if absent."""
     metadata = sa.MetaData()
@@ -92,7 +104,7 @@ def source_table(engine: Engine, spec: DatasetSpec, like: pd.DataFrame | None = 
         raise LookupError(f"table {spec.source.table!r} does not exist: run `tiffin db seed` first")
     columns = [sa.Column(name, _sql_type(like[name]), primary_key=name in spec.key) for name in like.columns]
     table = sa.Table(spec.source.table, metadata, *columns)
-    metadata.create_all(engine)
+    create_tables(engine, metadata)
     return table
 
 

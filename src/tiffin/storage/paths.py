@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DVC_YAML = Path("dvc.yaml")  # what makes a folder a project checkout
 PARAMS = Path("params.yaml")
 SNAPSHOT = Path("data/snapshot/rows.parquet")  # ingest: the source rows of the window, as they are
 CLEAN = Path("data/validated/clean.parquet")  # validate: rows that keep the contract, canonical

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from tiffin.core.spec import DatasetSpec
 from tiffin.storage.bulk import BulkConnection
 from tiffin.storage.clock import iso_now
-from tiffin.storage.database import Window
+from tiffin.storage.database import Window, create_tables
 
 log = logging.getLogger("tiffin.predlog")
 
@@ -64,7 +64,7 @@ def log_table(spec: DatasetSpec, metadata: sa.MetaData | None = None, prefix: st
 
 def ensure_table(engine: Engine, spec: DatasetSpec, prefix: str = "") -> sa.Table:
     table = log_table(spec, prefix=prefix)
-    table.metadata.create_all(engine)
+    create_tables(engine, table.metadata)
     return table
 
 
@@ -137,17 +137,26 @@ def entries(
     return pd.concat([rows, challenger], ignore_index=True)
 
 
-def write(engine: Engine, spec: DatasetSpec, rows: pd.DataFrame, table: sa.Table | None = None) -> int:
-    """Append log rows in one transaction: Arrow bulk ingest (ADBC) on SQLite and PostgreSQL."""
+def write(
+    engine: Engine,
+    spec: DatasetSpec,
+    rows: pd.DataFrame,
+    table: sa.Table | None = None,
+    bulk: BulkConnection | None = None,
+) -> int:
+    """Append log rows in one transaction: Arrow bulk ingest (ADBC) on SQLite and PostgreSQL, through `bulk`
+    when the caller keeps a connection open (the API's logger), else through one opened for this write."""
     if rows.empty:
         return 0
     table = table if table is not None else ensure_table(engine, spec)
     if engine.dialect.name in ("sqlite", "postgresql"):
-        bulk = BulkConnection(engine)
+        own = bulk is None
+        bulk = BulkConnection(engine) if own else bulk
         try:
             bulk.write([(table, pa.Table.from_pandas(rows, preserve_index=False), {})], [])
         finally:
-            bulk.close()
+            if own:
+                bulk.close()
         return len(rows)
     with engine.begin() as connection:
         connection.execute(table.insert(), rows.replace({np.nan: None}).to_dict("records"))
@@ -178,10 +187,12 @@ class AsyncLogger:
     """The API's logger: sample requests, hand them to a thread, never block the answer.
 
     `submit` only appends a request's canonical columns (the serving validator's own output) to a
-    bounded queue: microseconds. Every `flush_seconds` (a quarter second, so the thread's bursts on the
-    GIL stay short) the thread takes everything queued, scores it with the shadow model if there is
-    one, and writes both models' rows in one insert. When the queue is full, requests are dropped and
-    counted, never waited on.
+    bounded queue: microseconds. Every `flush_seconds` the thread takes everything queued, scores it
+    with the shadow model if there is one, and writes both models' rows in one insert, through one
+    connection it keeps open. What the log costs the answering event loop grows with the number of
+    writes, not their size: each write hands the GIL back and forth, and each hand-off can make the
+    loop wait a switch interval (5 ms). Hence one write a second, not one per request. When the queue
+    is full, requests are dropped and counted, never waited on.
     """
 
     def __init__(
@@ -193,7 +204,7 @@ class AsyncLogger:
         sample: float = 0.1,
         shadow: tuple[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
         max_queued: int = 10_000,
-        flush_seconds: float = 0.25,
+        flush_seconds: float = 1.0,
         on_dropped: Callable[[int], None] | None = None,
         on_written: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -204,6 +215,7 @@ class AsyncLogger:
         self.on_dropped = on_dropped or (lambda n: None)
         self.on_written = on_written or (lambda role, n: None)
         self.table = ensure_table(engine, spec)
+        self._bulk: BulkConnection | None = None  # opened by the thread at its first write, kept open
         self._integers = [n for n in spec.input_columns if spec.columns[n].type == "int"]
         self._random = random.Random()
         self._stop = threading.Event()
@@ -228,6 +240,8 @@ class AsyncLogger:
         while not self._stop.wait(self.flush_seconds):
             self._flush()
         self._flush()
+        if self._bulk is not None:
+            self._bulk.close()
 
     def _flush(self) -> None:
         batch = []
@@ -242,6 +256,9 @@ class AsyncLogger:
             self._write(batch)
         except Exception:  # the log must never take the service down
             log.exception("prediction log: %d requests not written", len(batch))
+            if self._bulk is not None:  # perhaps a dropped connection: the next write opens a new one
+                self._bulk.close()
+                self._bulk = None
             self.on_dropped(sum(len(predictions) for _, predictions in batch))
 
     def _canonical(self, batch: list[tuple[dict, list[float]]]) -> pd.DataFrame:
@@ -262,6 +279,8 @@ class AsyncLogger:
                 log.exception("prediction log: the shadow model %s could not score %d rows", self.shadow[0],
                               len(canonical))  # fmt: skip
         rows = entries(self.spec, canonical, predictions, model=self.model, role=CHAMPION, source=API, shadow=shadow)
-        write(self.engine, self.spec, rows, self.table)
+        if self._bulk is None and self.engine.dialect.name in ("sqlite", "postgresql"):
+            self._bulk = BulkConnection(self.engine)
+        write(self.engine, self.spec, rows, self.table, self._bulk)
         for role, count in rows["role"].value_counts().items():
             self.on_written(role, int(count))

@@ -15,11 +15,33 @@ from tiffin.storage import paths
 
 DEFAULT_DB_URL = "sqlite:///data/tiffin.db"
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # the checkout this package is in (src/tiffin/storage/..)
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the package: a Bento's (and image's) src/
+
+
+class DatabaseNotSet(LookupError):
+    """No database URL outside a checkout: the embedded default would be a file wherever the process runs."""
+
+
+def in_checkout() -> bool:
+    """Whether the working directory is a project checkout (it has dvc.yaml)."""
+    return Path(paths.DVC_YAML).exists()
 
 
 def db_url(override: str | None = None) -> str:
-    """The source database: `--db`, else `TIFFIN_DB_URL`, else the embedded SQLite file."""
-    return override or os.environ.get("TIFFIN_DB_URL") or DEFAULT_DB_URL
+    """The source database: `--db`, else `TIFFIN_DB_URL`, else, in a checkout only, the embedded SQLite file.
+
+    Elsewhere (a served Bento, the container) a relative SQLite file would be created wherever the process
+    runs, inside the model store or the image, and what it logs would be lost with it: the URL must be given.
+    """
+    if url := override or os.environ.get("TIFFIN_DB_URL"):
+        return url
+    if not in_checkout():
+        raise DatabaseNotSet(
+            f"no database: set TIFFIN_DB_URL (or --db) to the source database, e.g. postgresql://user@host/db; "
+            f"the embedded default {DEFAULT_DB_URL} applies only in a project checkout (a folder with dvc.yaml), "
+            f"and {Path.cwd()} is not one"
+        )
+    return DEFAULT_DB_URL
 
 
 def params_file() -> Path:
@@ -35,7 +57,7 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
 def project_file(relative: Path) -> Path | None:
     """A project file in the working directory if it is a project (has dvc.yaml), else in the
     working directory or the project this package is in (a Bento's source folder)."""
-    bases = [Path.cwd()] if Path("dvc.yaml").exists() else [Path.cwd(), PROJECT_ROOT]
+    bases = [Path.cwd()] if in_checkout() else [Path.cwd(), PROJECT_ROOT, SOURCE_ROOT]
     for base in bases:
         if (base / relative).exists():
             return base / relative
