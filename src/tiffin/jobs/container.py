@@ -183,12 +183,6 @@ def serving(image: str, env: dict[str, str], *, mounts: dict[Path, str] | None =
         subprocess.run(["docker", "rm", "--force", name], capture_output=True)
 
 
-def run(image: str, command: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> str:
-    """Run a command in a fresh container of `image` on the host's network (the batch runner: `tiffin batch …`)."""
-    options = [argument for key, value in (env or {}).items() for argument in ("--env", f"{key}={value}")]
-    return docker("run", "--rm", "--network", "host", *options, image, *command, timeout=timeout)
-
-
 def gate(
     image: str, db_url: str, *, slo: Path, out: Path, run_seconds: float | None = None
 ) -> tuple[int, float | None]:
