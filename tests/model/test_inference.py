@@ -45,6 +45,10 @@ def test_the_compiled_forest_equals_scikit_learn(bike_spec: DatasetSpec, canonic
     forest = CompiledForest(model)
     for rows in (matrix, hard_cases(matrix)):
         np.testing.assert_allclose(forest.predict(rows), model.predict(rows), rtol=0, atol=1e-9)
+    # One row at a time: the API's usual request takes a path of its own.
+    odd = hard_cases(matrix, seed=1)[:300]
+    one_by_one = np.concatenate([forest.predict(row[None, :]) for row in odd])
+    np.testing.assert_allclose(one_by_one, model.predict(odd), rtol=0, atol=1e-9)
 
 
 def test_the_scorer_matches_the_pipeline_on_both_of_its_paths(bike_spec: DatasetSpec, canonical: pd.DataFrame) -> None:
@@ -56,4 +60,6 @@ def test_the_scorer_matches_the_pipeline_on_both_of_its_paths(bike_spec: Dataset
     expected = pipeline.predict(canonical.head(500))
     small = [scorer.score(records[i : i + SMALL_BATCH_ROWS]).predictions for i in range(0, 500, SMALL_BATCH_ROWS)]
     np.testing.assert_allclose(np.concatenate(small), expected, rtol=0, atol=1e-9)
+    one_by_one = [scorer.score([record]).predictions[0] for record in records[:100]]
+    np.testing.assert_allclose(one_by_one, expected[:100], rtol=0, atol=1e-9)
     np.testing.assert_allclose(scorer.score(records).predictions, expected, rtol=0, atol=1e-9)

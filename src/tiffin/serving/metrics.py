@@ -46,6 +46,10 @@ def observe_many(histogram: Any, values: list[float]) -> None:
     prometheus_client has no bulk observe, and 1,000 calls cost more than the prediction itself.
     This adds to the same per-bucket counters (`_buckets`, `_sum`) that `observe` uses.
     """
+    if len(values) <= 8:  # a few values: observe's own bucket search is cheaper than numpy's per-call cost
+        for value in values:
+            histogram.observe(value)
+        return
     bounds = np.asarray(histogram._upper_bounds)
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     for bucket, count in zip(histogram._buckets, counts, strict=True):

@@ -84,7 +84,7 @@ class CompiledForest:
     def preprocess(self, matrix: np.ndarray) -> np.ndarray:
         if self.order is None:
             return matrix
-        out = matrix[:, self.order].copy()
+        out = matrix[:, self.order]  # fancy indexing: already a copy
         for position, (column, lookup) in self.lookups.items():
             out[:, position] = [lookup.get(v, np.nan) for v in matrix[:, column]]
         return out
@@ -98,22 +98,28 @@ class CompiledForest:
         missing = np.isnan(x).any()
         if len(self.categorical_nodes):
             # After HGB's ordinal encoding a category is a known code or NaN (handled just below).
-            codes = value[:, self.categorical_nodes]
+            codes = value[:, self.categorical_nodes]  # a copy
             if missing:
-                codes = np.nan_to_num(codes, nan=0.0)
+                codes[np.isnan(codes)] = 0.0
             goes_left[:, self.categorical_nodes] = self.left_category_table.take(
                 self.categorical_table_row + codes.astype(np.intp)
             )
         if missing:
             goes_left = np.where(np.isnan(value), self.missing_left, goes_left)
         branch = np.where(goes_left, self.left, self.right)
-        following = np.concatenate([branch, np.broadcast_to(self.leaves, (rows, len(self.leaves)))], axis=1).ravel()
-        node = np.broadcast_to(self.roots, (rows, len(self.roots)))
-        offsets = (np.arange(rows) * nodes)[:, None] if rows > 1 else 0
-        for _ in range(self.depth):
-            node = following.take(node + offsets) if rows > 1 else following.take(node)
+        if rows == 1:  # the API's usual request: no offsets, no broadcasting (numpy's per-call cost dominates)
+            following, node = np.concatenate([branch[0], self.leaves]), self.roots
+            for _ in range(self.depth):
+                node = following.take(node)
+        else:
+            following = np.concatenate([branch, np.broadcast_to(self.leaves, (rows, len(self.leaves)))], axis=1).ravel()
+            node, offsets = np.broadcast_to(self.roots, (rows, len(self.roots))), (np.arange(rows) * nodes)[:, None]
+            for _ in range(self.depth):
+                node = following.take(node + offsets)
         # Sum in scikit-learn's order (baseline, then tree after tree): cumsum adds sequentially.
-        terms = np.concatenate([np.full((rows, 1), self.baseline), self.value.take(node)], axis=1)
+        terms = np.empty((rows, len(self.roots) + 1))
+        terms[:, 0] = self.baseline
+        terms[:, 1:] = self.value.take(node)
         return np.cumsum(terms, axis=1)[:, -1]
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
