@@ -18,7 +18,7 @@ PORT ?= 3000
 # System packages for tests (JDBC driver, browser): root installs them directly, a CI runner with sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run setup repro repro-check serve bento bench loadtest release-check container container-gate container-check docker-engine \
+.PHONY: run setup repro repro-check serve ui bento bench loadtest release-check container container-gate container-check docker-engine \
 	release-manifests release-artifacts metrics-diff test jdbc-driver browser monitor retrain lint format clean
 
 ## run: set up, seed the embedded database, reproduce the pipeline, then serve the API
@@ -61,7 +61,13 @@ serve: setup
 	@tiffin models check
 	@echo "Serving $$(python -c 'from tiffin.storage.champion import serving_models; print(serving_models().champion)') on http://127.0.0.1:$(PORT) (API documents: / and /docs.json). Try:"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' -d '$$(python -m tiffin.serving.openapi)'"
+	@echo "The web interface: http://127.0.0.1:$(PORT)/ui/ (with the experiments: make ui, on port $(UI_PORT))"
 	tiffin serve service.app:Tiffin --port $(PORT)
+
+## ui: the web interface for this checkout (experiments, models, batch runs, monitoring) on http://127.0.0.1:$(UI_PORT)/
+UI_PORT ?= 8080
+ui: setup
+	tiffin ui --port $(UI_PORT)
 
 ## bento: export the locked requirements and build the Bento (in $(BENTOML_HOME))
 bento: repro

@@ -23,6 +23,7 @@ from tiffin.serving.metrics import Metrics
 from tiffin.serving.openapi import example_record, request_model
 from tiffin.serving.scorer import Scorer
 from tiffin.storage.modelstore import from_store
+from tiffin.ui import pages as ui
 
 
 class Predictions(BaseModel):
@@ -108,5 +109,6 @@ class Tiffin:
 Tiffin = bentoml.service(name="tiffin", **Tiffin.config.bentoml_options())(Tiffin)
 Tiffin.add_asgi_middleware(GuardMiddleware, config=Tiffin.inner.config)
 dashboard.mount(Tiffin)  # the latest `tiffin monitor` report at /dashboard/, its gauges in /metrics
+ui.mount(Tiffin)  # the web interface at /ui/: models, batch runs, monitoring (experiments need a checkout)
 # Metrics labelled by route only, and time-outs that do not feed the garbage collector (see bentoml_fixes).
-bentoml_fixes.install([api.route for api in Tiffin.apis.values()] + dashboard.ROUTES)
+bentoml_fixes.install([api.route for api in Tiffin.apis.values()] + dashboard.ROUTES + ui.ROUTES)

@@ -273,8 +273,10 @@ def test_unknown_paths_share_one_metrics_label(api) -> None:
 
 
 def test_with_a_token_everything_but_health_metrics_and_documents_needs_it(guarded_api) -> None:
-    for path in ("/", "/dashboard/", "/dashboard/metrics.json", "/dashboard"):
+    for path in ("/", "/dashboard/", "/dashboard/metrics.json", "/dashboard", "/ui/", "/ui/models", "/ui"):
         assert httpx.get(f"{guarded_api}{path}").status_code == 401, path
+    answer = httpx.get(f"{guarded_api}/ui/models", headers={"Authorization": "Bearer s3cret"})
+    assert answer.status_code == 200 and "text/html" in answer.headers["content-type"]
     for scheme in ("Bearer", "bearer", "BEARER"):
         answer = httpx.get(f"{guarded_api}/dashboard/", headers={"Authorization": f"{scheme} s3cret"})
         assert answer.status_code == 404 and "/work" not in answer.text and str(Path.home()) not in answer.text
@@ -302,3 +304,17 @@ def test_a_second_instance_on_the_same_store_leaves_the_first_ones_metrics(
     finally:
         second.stop()
     assert served() >= before
+
+
+def test_the_bento_serves_the_web_interface_at_ui(api, reproduced_project: Project) -> None:
+    tag = reproduced_project.read_json("models/registration.json")["tag"]
+    assert httpx.get(f"{api}/ui", headers={"Host": "evil.example"}).headers["location"] == "/ui/"
+    home = httpx.get(f"{api}/ui/")
+    assert home.status_code == 200 and 'href="/ui/models"' in home.text
+    assert tag in httpx.get(f"{api}/ui/models").text  # the model store the service reads
+    model = httpx.get(f"{api}/ui/models/{tag}")
+    assert model.status_code == 200 and tag in model.text
+    assert httpx.get(f"{api}/ui/models/nope:0123").status_code == 404
+    # No checkout in a served Bento: the page says where experiments are, instead of failing.
+    experiments = httpx.get(f"{api}/ui/experiments")
+    assert experiments.status_code == 200 and "run `tiffin ui` in a checkout" in experiments.text

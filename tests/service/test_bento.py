@@ -45,6 +45,8 @@ def test_the_built_bento_serves_the_same_answers_after_export_and_import(
     server = BentoServer("tiffin:latest", cwd=neutral, env=fresh, log=tmp_path / "bento.log").wait_ready()
     try:
         packaged = httpx.post(f"{server.url}/predict", json={"rows": [RECORD]}, timeout=30).json()
+        interface = httpx.get(f"{server.url}/ui/models", timeout=30)  # its templates travelled with the package
+        assert interface.status_code == 200 and "<table" in interface.text
     finally:
         server.stop()
     development = httpx.post(f"{api}/predict", json={"rows": [RECORD]}, timeout=30).json()

@@ -526,6 +526,22 @@ def serve(arguments: tuple[str, ...]) -> None:
     serve_bento(list(arguments))
 
 
+@main.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+def ui(host: str, port: int) -> None:
+    """The web interface (experiments, models, batch runs, monitoring) for this checkout, on http://HOST:PORT/."""
+    import uvicorn
+
+    from tiffin.storage import paths, settings
+    from tiffin.ui import pages
+
+    dvc_yaml = settings.project_file(paths.DVC_YAML)
+    app = pages.standalone(dvc_yaml.parent.resolve() if dvc_yaml else None)
+    click.echo(f"Tiffin's interface: http://{host}:{port}/ (Ctrl-C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 @main.command("loadtest")
 @click.option("--bento", default="tiffin:latest", show_default=True, help="The built Bento to start and test.")
 @click.option("--host", help="Test a service already running here instead (e.g. http://127.0.0.1:3000).")

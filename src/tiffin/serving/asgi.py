@@ -11,6 +11,8 @@ from typing import Any
 from tiffin.serving.config import ServiceConfig
 from tiffin.serving.openapi import OPEN_PATHS, describing_errors
 
+MOUNTED = ("/dashboard", "/ui")  # apps mounted beside the API (the dashboard, the web interface)
+
 
 class GuardMiddleware:
     """Bearer-token auth (when TIFFIN_API_TOKEN is set), the worker's concurrency limit and a body-size limit,
@@ -37,8 +39,8 @@ class GuardMiddleware:
         if self.token and not self._authorised(headers.get(b"authorization", b"")):
             await _respond(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
             return
-        if path == "/dashboard":  # Starlette's own redirect would name the Host header's host: stay relative
-            await _respond(send, 307, {"error": "see /dashboard/"}, [(b"location", b"/dashboard/")])
+        if path in MOUNTED:  # Starlette's own redirect would name the Host header's host: stay relative
+            await _respond(send, 307, {"error": f"see {path}/"}, [(b"location", f"{path}/".encode())])
             return
         if self.in_flight >= self.config.max_concurrency:
             # Full: say so at once (a queue would only turn load into latency and time-outs).
