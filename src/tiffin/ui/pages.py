@@ -212,9 +212,9 @@ def model_page(config: Sources, tag: str) -> Response:
                      unavailable=f"no model {tag!r} in the model store")  # fmt: skip
     metric = (decision or {}).get("rules", {}).get("metric", DEFAULT_METRIC)
     metrics: dict[str, Any] = {}
-    sources._flat("", row.metadata.get("metrics") or {}, metrics)
+    sources.flatten("", row.metadata.get("metrics") or {}, metrics)
     params: dict[str, Any] = {}
-    sources._flat("", row.metadata.get("params") or {}, params)
+    sources.flatten("", row.metadata.get("params") or {}, params)
     slice_chart = None
     if decision and decision.get("slices"):
         labels = [f"{s['slice']}={s['segment']}" for s in decision["slices"]]

@@ -47,10 +47,11 @@ class Run:
         return f"dvc exp apply {self.name}" if self.kind == "experiment" else None
 
 
-def _flat(prefix: str, value: Any, into: dict[str, Any]) -> None:
+def flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    """Nested dicts as dotted keys in `into` (params and metrics, for tables)."""
     if isinstance(value, dict):
         for key, inner in value.items():
-            _flat(f"{prefix}.{key}" if prefix else str(key), inner, into)
+            flatten(f"{prefix}.{key}" if prefix else str(key), inner, into)
     else:
         into[prefix] = value
 
@@ -60,7 +61,7 @@ def _files(section: dict | None) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     files = section or {}
     for path, content in files.items():
-        _flat(f"{path}:" if len(files) > 1 else "", (content or {}).get("data") or {}, flat)
+        flatten(f"{path}:" if len(files) > 1 else "", (content or {}).get("data") or {}, flat)
     return {key.replace(":.", ":"): value for key, value in flat.items()}
 
 
@@ -150,27 +151,25 @@ class ModelRow:
         return (self.metadata.get("metrics") or {}).get("test") or {}
 
 
+def _row(stored: Any, state: ChampionState | None) -> ModelRow:
+    tag = str(stored.tag)
+    return ModelRow(tag, dataset_of(tag), f"{stored.info.creation_time:%Y-%m-%d %H:%M}",
+                    state.role_of(tag) if state else None, dict(stored.info.metadata))  # fmt: skip
+
+
 def models(store: ModelStore) -> tuple[list[ModelRow], dict[str, ChampionState]]:
     """Every registered model, newest first, with its role; and each dataset's champion state."""
     states = {state.dataset: state for state in all_states()}
-    rows = []
-    for stored in store.list():
-        tag = str(stored.tag)
-        state = states.get(dataset_of(tag))
-        rows.append(ModelRow(tag, dataset_of(tag), f"{stored.info.creation_time:%Y-%m-%d %H:%M}",
-                             state.role_of(tag) if state else None, dict(stored.info.metadata)))  # fmt: skip
-    return rows, states
+    return [_row(stored, states.get(dataset_of(str(stored.tag)))) for stored in store.list()], states
 
 
 def model(store: ModelStore, tag: str) -> tuple[ModelRow, list[dict], dict | None]:
     """One model's lineage, the champion-file events naming it, and the gate's decision about it."""
     stored = store.get(tag)  # bentoml's NotFound for an unknown tag
-    tag = str(stored.tag)
-    state = ChampionState.load(dataset=dataset_of(tag))
-    row = ModelRow(tag, dataset_of(tag), f"{stored.info.creation_time:%Y-%m-%d %H:%M}", state.role_of(tag),
-                   dict(stored.info.metadata))  # fmt: skip
-    events = [event for event in state.history if tag in (event.get("tag"), event.get("previous"))]
-    return row, events, decision_about(tag, state)
+    state = ChampionState.load(dataset=dataset_of(str(stored.tag)))
+    row = _row(stored, state)
+    events = [event for event in state.history if row.tag in (event.get("tag"), event.get("previous"))]
+    return row, events, decision_about(row.tag, state)
 
 
 # -- batch runs ----------------------------------------------------------------------------------
@@ -231,7 +230,6 @@ def _grouped_rejects(connection: sa.Connection, table: sa.Table) -> list[dict[st
 class Window:
     """One `tiffin monitor` run: its window and figures (the run's metrics.json)."""
 
-    folder: str
     document: dict[str, Any]
 
     @property
@@ -246,7 +244,7 @@ def monitoring(reports: Path) -> list[Window]:
         if path.parent.name == "latest" or path.parent.name.startswith("."):
             continue
         try:
-            windows.append(Window(path.parent.name, json.loads(path.read_text(encoding="utf-8"))))
+            windows.append(Window(json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError, KeyError):
             continue  # a run being written or a foreign file: not one of ours
     if not windows:
