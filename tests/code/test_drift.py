@@ -115,10 +115,10 @@ def test_real_rows_split_at_random_do_not_drift_and_shifted_ones_do(bike_spec, c
 
 def test_thresholds_come_from_params_yaml_and_unknown_keys_are_refused() -> None:
     params = load_params(ROOT / "params.yaml")
-    assert Thresholds.from_params(params) == Thresholds(**params["monitor"])
-    assert Thresholds.from_params({}) == Thresholds()
-    with pytest.raises(TypeError, match="max_psi"):
-        Thresholds.from_params({"monitor": {"max_psi": 0.1}})
+    assert Thresholds.from_params(params["monitor"]) == Thresholds(**params["monitor"])
+    assert Thresholds.from_params(None) == Thresholds()
+    with pytest.raises(ValueError, match="max_psi"):
+        Thresholds.from_params({"max_psi": 0.1})
 
 
 def _no_truth() -> pd.DataFrame:

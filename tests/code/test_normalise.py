@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiffin.core.normalise import hour_of_day, resolve, weekday_name
+from tiffin.core.normalise import FILLS, PARSERS, hour_of_day, resolve, weekday_name
 
 
 @pytest.mark.parametrize(
@@ -39,5 +39,5 @@ def test_weekday_name() -> None:
 
 def test_resolve_names_the_known_parsers_on_a_typo() -> None:
     with pytest.raises(ValueError, match="hour_of_day"):
-        resolve("hour_of_dya")
-    assert resolve("tiffin.core.normalise:weekday_name") is weekday_name
+        resolve("hour_of_dya", PARSERS)
+    assert resolve("tiffin.core.normalise:weekday_name", FILLS) is weekday_name

@@ -1,8 +1,12 @@
 import pytest
 import yaml
+from click.testing import CliRunner
 from pydantic import ValidationError
 
-from tiffin.core.spec import DatasetSpec
+from tiffin.cli.main import main as cli
+from tiffin.core.params import ParamsError
+from tiffin.core.spec import DatasetSpec, SpecError, load_spec
+from tiffin.storage.settings import load_params
 
 from ..conftest import ROOT
 
@@ -44,3 +48,68 @@ def test_unknown_spec_keys_are_errors_not_silently_ignored() -> None:
     spec["columns"]["temp"]["maximum"] = 40
     with pytest.raises(ValidationError, match="maximum"):
         DatasetSpec.model_validate(spec)
+
+
+# -- a spec mistake is the user's to fix: the file, the key path and what is allowed, no traceback -------------
+
+
+def write_spec(path, change) -> str:
+    spec = bike_spec_dict()
+    change(spec)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda s: s["columns"]["season"].update(parse="no_such_parser"),
+         "columns.season.parse: `parse` applies to int and float columns only, not to a category column"),
+        (lambda s: s["columns"]["hr"].update(parse="no_such_parser"),
+         "columns.hr.parse: unknown parser 'no_such_parser': use one of hour_of_day or 'package.module:function'"),
+        (lambda s: s["columns"]["hr"].update(parse="weekday_name"), "'weekday_name' is a fill function"),
+        (lambda s: s["columns"]["weekday"]["fill_missing"].update(using="hour_of_day"),
+         "columns.weekday.fill_missing.using: unknown fill function 'hour_of_day' ('hour_of_day' is a parser)"),
+        (lambda s: s["columns"]["hr"].update(parse="no_package.here:parse"),
+         "'no_package.here:parse' cannot be imported"),
+        (lambda s: s["columns"]["temp"].update(maximum=40),
+         "columns.temp.maximum: unknown key; allowed here: type, nullable, min, max, values, parse"),
+        (lambda s: s["columns"]["hr"].update(type="integer"),
+         "columns.hr.type: Input should be 'int', 'float', 'category', 'date', 'datetime' or 'string'"),
+        (lambda s: s["evaluation"].pop("baseline_group_by"), "evaluation.baseline_group_by: required, missing"),
+        (lambda s: s.update(name="Bike Demand"), "name: String should match pattern"),
+    ],
+)  # fmt: skip
+def test_a_spec_mistake_names_the_file_the_key_and_what_is_allowed(tmp_path, change, says) -> None:
+    path = write_spec(tmp_path / "spec.yaml", change)
+    with pytest.raises(SpecError) as raised:
+        load_spec(path)
+    assert str(raised.value).startswith(f"{path}: ")
+    assert says in str(raised.value)
+
+
+def test_the_example_specs_use_parsers_and_fill_functions_where_they_apply() -> None:
+    for path in (ROOT / "specs").glob("*.yaml"):
+        load_spec(path)
+
+
+def test_the_command_line_shows_a_spec_mistake_without_a_traceback(tmp_path) -> None:
+    path = write_spec(tmp_path / "spec.yaml", lambda s: s["columns"]["season"].update(parse="no_such_parser"))
+    done = CliRunner().invoke(cli, ["validate", "--spec", path, str(ROOT / "specs/bike_sharing.yaml")])
+    assert done.exit_code == 2, done.output
+    assert done.output == f"Error: {path}: columns.season.parse: `parse` applies to int and float columns only, " \
+                          "not to a category column (given: 'no_such_parser')\n"  # fmt: skip
+
+
+def test_a_params_mistake_names_the_file_and_the_key(tmp_path) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["bless"]["margn"] = 0.02
+    params["split"] = {"validation_start": "2012-10-01", "test_start": "2012-07-01"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError) as raised:
+        load_params(path)
+    assert str(raised.value).splitlines() == [
+        f"{path}: split: validation_start must come before test_start",
+        f"{path}: bless.margn: unknown key; allowed here: metric, margin, slice_tolerance, min_slice_rows",
+    ]

@@ -133,6 +133,7 @@ def test_a_body_that_is_not_json_is_a_415(api) -> None:
     for media_type in ("multipart/form-data", "text/plain", "application/x-www-form-urlencoded"):
         response = httpx.post(f"{api}/predict", content=b'{"rows": []}', headers={"content-type": media_type})
         assert response.status_code == 415 and "application/json" in response.json()["error"]
+        assert response.json()["detail"] == []  # the one shape of every error body: error and detail
 
 
 def test_more_rows_than_the_limit_is_a_400(api, bike_spec, test_rows) -> None:
@@ -188,7 +189,8 @@ def test_metrics_count_predictions_rejections_and_values_with_the_model_tag(api,
 
 def test_with_a_token_predict_needs_it_and_health_and_metrics_stay_open(guarded_api, bike_spec, test_rows) -> None:
     records = as_records(test_rows.head(1), bike_spec.input_columns)
-    assert predict(guarded_api, records).status_code == 401
+    refused = predict(guarded_api, records)
+    assert refused.status_code == 401 and refused.json() == {"detail": [], "error": "missing or wrong bearer token"}
     assert predict(guarded_api, records, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert predict(guarded_api, records, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     for path in ("/livez", "/readyz", "/metrics", "/docs.json"):

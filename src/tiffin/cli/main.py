@@ -10,6 +10,9 @@ from pathlib import Path
 
 import click
 
+from tiffin.cli import exits
+from tiffin.core import exitcodes
+from tiffin.core.config_errors import ConfigError
 from tiffin.core.spec import DatasetSpec, load_spec
 from tiffin.storage import paths, settings
 from tiffin.storage.settings import load_params
@@ -45,7 +48,20 @@ db_option = click.option(
 )
 
 
-@click.group()
+class _Tiffin(click.Group):
+    """The command group: a wrong spec or params file is the user's to fix, so it is shown as a message
+    (file, key, what is allowed) and exit 2, never as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as wrong:
+            problem = click.ClickException(str(wrong))
+            problem.exit_code = exitcodes.USAGE
+            raise problem from None
+
+
+@click.group(cls=_Tiffin)
 @click.version_option(package_name="tiffin")
 def main() -> None:
     """Tiffin: versioned data to a released, load-tested model service."""
@@ -56,7 +72,7 @@ def db() -> None:
     """The source database."""
 
 
-@db.command("seed")
+@db.command("seed", epilog=exits.epilog("tiffin db seed"))
 @spec_option
 @db_option
 @click.option(
@@ -256,7 +272,7 @@ def features_materialize(spec_path: str | None, db: str, start: str | None, end:
                f"{done.unchanged} unchanged")  # fmt: skip
 
 
-@main.command("validate")
+@main.command("validate", epilog=exits.epilog("tiffin validate"))
 @spec_option
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--serving", is_flag=True, help="Check only the model inputs, as the API does.")
@@ -291,7 +307,7 @@ def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
-@main.command("batch")
+@main.command("batch", epilog=exits.epilog("tiffin batch"))
 @db_option
 @click.option("--start", help="Window start on the spec's window column, inclusive (default: the first row).")
 @click.option("--end", help="Window end, inclusive: a date means that whole day, a date-time that moment (on a date "
@@ -316,11 +332,7 @@ def _configure_logging() -> None:
 def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, shadow_tag: str | None,
           no_log: bool, chunk_rows: int, retry_rejects: bool, threads: int, engine: str, master: str,
           source: str | None, output: str | None) -> None:  # fmt: skip
-    """Score a window of the source table into `predictions`, exactly once per (key, model).
-
-    Exit codes: 0 success, 3 partial (some rows rejected, see prediction_rejects), 1 failure, 2 usage (a bad
-    window or option), 75 busy (another run is scoring this source: try again later).
-    """
+    """Score a window of the source table into `predictions`, exactly once per (key, model)."""
     import sqlalchemy as sa
 
     from tiffin.jobs.batch import EXIT_BUSY, BatchBusy, BatchJob
@@ -389,10 +401,10 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
              else spark.read_jdbc(session, db, loaded.spec, start, end))  # fmt: skip
     result = spark.run(frame, loaded, output=output, db_url=None if output else db, history=history)
     click.echo(result.line())
-    sys.exit(3 if result.rows_rejected else 0)
+    sys.exit(exitcodes.PARTIAL if result.rows_rejected else exitcodes.OK)
 
 
-@main.command("monitor")
+@main.command("monitor", epilog=exits.epilog("tiffin monitor"))
 @db_option
 @click.option("--start", required=True, help="Window start (event time of the logged predictions).")
 @click.option("--end", required=True, help="Window end, inclusive; a date means the whole day.")
@@ -414,15 +426,12 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
     help="Thresholds from its `monitor:` section [env TIFFIN_PARAMS].",
 )
 def monitor(db: str, start: str, end: str, tag: str | None, out: Path, params_path: Path) -> None:
-    """Drift (PSI vs the training reference) and production error of a window of the prediction log.
-
-    Exit codes: 0 no threshold crossed, 4 a threshold crossed (see the dashboard), 1 failure.
-    """
+    """Drift (PSI vs the training reference) and production error of a window of the prediction log."""
     from tiffin.lifecycle import monitor_report, monitoring
     from tiffin.storage import database
     from tiffin.storage.modelstore import ModelStore, NotFound
 
-    thresholds = monitoring.Thresholds.from_params(load_params(params_path))
+    thresholds = monitoring.Thresholds.from_params(load_params(params_path).get("monitor"))
     try:
         loaded = ModelStore().load(tag or _champion_tag())
         result = monitor_report.run(database.engine_for(db), loaded, start, end, out, thresholds)
@@ -432,20 +441,21 @@ def monitor(db: str, start: str, end: str, tag: str | None, out: Path, params_pa
     sys.exit(result.exit_code)
 
 
-@main.command("retrain")
+@main.command("retrain", epilog=exits.epilog("tiffin retrain"))
 @db_option
 @click.option("--force", is_flag=True, help="The request trigger: retrain whatever the others say.")
 @click.option("--dry-run", is_flag=True, help="Say which triggers fire; change nothing.")
 @click.option("--now", "today", type=click.DateTime(["%Y-%m-%d"]), help="Today (default: the real today).")
 @click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=str(paths.PARAMS), show_default=True, envvar="TIFFIN_PARAMS")  # fmt: skip
+              default=str(paths.PARAMS), show_default=True, envvar="TIFFIN_PARAMS",
+              help="Params: the window it moves, its `retrain:` rules [env TIFFIN_PARAMS].")  # fmt: skip
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Markdown report here.")
 def retrain(db: str, force: bool, dry_run: bool, today: datetime | None, params_path: Path,
             report: Path | None) -> None:  # fmt: skip
     """Retrain if a trigger fires (new data, schedule, metric drop, request): move the window, `dvc repro`.
 
     The promotion gate (the bless stage) then decides whether the new model becomes champion.
-    Prints the triggers and the decision as JSON lines. Exit codes: 0 done (or nothing to do), 1 failure.
+    Prints the triggers and the decision as JSON lines.
     """
     from datetime import date
 
@@ -488,7 +498,7 @@ def retrain(db: str, force: bool, dry_run: bool, today: datetime | None, params_
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=".simulation",
               show_default=True, help="The project copy (replaced), with its own database and store.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/simulation",
-              show_default=True)  # fmt: skip
+              show_default=True, help="Where the steps (CSV), the chart and the summary go.")  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change a param in the copy, e.g. --set retrain.max_mae_ratio=1.3 (repeatable).")  # fmt: skip
 def simulate(start: datetime | None, end: datetime | None, step_days: int, workdir: Path, out: Path,
@@ -527,8 +537,8 @@ def serve(arguments: tuple[str, ...]) -> None:
 
 
 @main.command("ui")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="The port to listen on.")
 def ui(host: str, port: int) -> None:
     """The web interface (experiments, models, batch runs, monitoring) for this checkout, on http://HOST:PORT/."""
     import uvicorn
@@ -542,18 +552,16 @@ def ui(host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-@main.command("loadtest")
+@main.command("loadtest", epilog=exits.epilog("tiffin loadtest"))
 @click.option("--bento", default="tiffin:latest", show_default=True, help="The built Bento to start and test.")
 @click.option("--host", help="Test a service already running here instead (e.g. http://127.0.0.1:3000).")
 @click.option("--slo", type=click.Path(exists=True, dir_okay=False, path_type=Path), default="loadtests/slo.yaml",
               show_default=True, help="The objectives.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/loadtest", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/loadtest", show_default=True,
+              help="Where Locust's statistics, the HTML report and the verdict go.")  # fmt: skip
 @click.option("--run-seconds", type=float, help="Override the SLO file's run time.")
 def loadtest(bento: str, host: str | None, slo: Path, out: Path, run_seconds: float | None) -> None:
-    """The release gate: serve the built Bento, load it with Locust, check the objectives.
-
-    Exit codes: 0 all objectives met, 1 an objective missed, 2 the server failed to start or answer.
-    """
+    """The release gate: serve the built Bento, load it with Locust, check the objectives."""
     from tiffin.jobs.loadtest import gate
 
     sys.exit(gate(bento=None if host else bento, host=host, slo=slo, out=out, run_seconds=run_seconds))
@@ -587,20 +595,17 @@ def container_build(bento: str, image: str, base_image: str, wheels: Path, out: 
         out.write_text(built.as_json() + "\n")
 
 
-@container.command("gate")
-@click.option("--image", default="tiffin:latest", show_default=True)
+@container.command("gate", epilog=exits.epilog("tiffin container gate"))
+@click.option("--image", default="tiffin:latest", show_default=True, help="The image to gate.")
 @db_option
 @click.option("--slo", type=click.Path(exists=True, dir_okay=False, path_type=Path), default="loadtests/slo.yaml",
               show_default=True, help="The objectives.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="reports/container/loadtest",
-              show_default=True)  # fmt: skip
+              show_default=True, help="Where the gate's report and the container's log go.")  # fmt: skip
 @click.option("--run-seconds", type=float, help="Override the SLO file's run time.")
 def container_gate(image: str, db: str, slo: Path, out: Path, run_seconds: float | None) -> None:
     """The release gate against the image: start it on a free port (host network), wait for /readyz, run Locust,
-    always remove the container (its log: OUT/container.log). A SQLite --db is copied, never written.
-
-    Exit codes: 0 all objectives met, 1 an objective missed, 2 the container failed to start or answer.
-    """
+    always remove the container (its log: OUT/container.log). A SQLite --db is copied, never written."""
     from tiffin.jobs.container import gate
 
     code, ready_after = gate(image, db, slo=slo, out=out, run_seconds=run_seconds)
@@ -696,7 +701,7 @@ def _changed(state, what: str) -> None:
 
 @models.command("promote")
 @click.argument("tag")
-@click.option("--reason", default="promoted by hand", show_default=True)
+@click.option("--reason", default="promoted by hand", show_default=True, help="Recorded in the champion history.")
 def models_promote(tag: str, reason: str) -> None:
     """Make TAG the champion (the current one stays the rollback target)."""
     from tiffin.lifecycle.promotion import actor
@@ -712,7 +717,7 @@ def models_promote(tag: str, reason: str) -> None:
 
 
 @models.command("rollback")
-@click.option("--reason", default="rolled back by hand", show_default=True)
+@click.option("--reason", default="rolled back by hand", show_default=True, help="Recorded in the champion history.")
 @click.option("--dataset", help="Whose champion (default: the spec params.yaml names).")
 def models_rollback(reason: str, dataset: str | None) -> None:
     """Restore the dataset's previous champion; the gate will not promote the rolled-back model again by itself.
@@ -732,7 +737,7 @@ def models_rollback(reason: str, dataset: str | None) -> None:
 @models.command("challenger")
 @click.argument("tag", required=False)
 @click.option("--clear", is_flag=True, help="No challenger (stop shadow scoring).")
-@click.option("--reason", default="set by hand", show_default=True)
+@click.option("--reason", default="set by hand", show_default=True, help="Recorded in the champion history.")
 def models_challenger(tag: str | None, clear: bool, reason: str) -> None:
     """Run TAG in shadow beside the champion (API and batch score it too and log both)."""
     from tiffin.lifecycle.promotion import actor
@@ -758,7 +763,7 @@ def models_card(tag: str | None) -> None:
     click.echo(model_card(_load(tag or _champion_tag())))
 
 
-@models.command("check")
+@models.command("check", epilog=exits.epilog("tiffin models check"))
 def models_check() -> None:
     """Exit 1 if the model the pipeline registered (models/registration.json) is not in the store."""
     from tiffin.storage.champion import registered_tag

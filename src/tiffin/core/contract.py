@@ -143,7 +143,7 @@ class Contract:
     def _normalise_column(self, raw: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
         present = raw.notna().to_numpy()
         if spec.type in ("int", "float"):
-            parser = normalise.resolve(spec.parse) if spec.parse else _to_number
+            parser = normalise.resolve(spec.parse, normalise.PARSERS) if spec.parse else _to_number
             values = parser(raw).astype("float64")
             numbers = values.to_numpy()
             # NaN from a present value, and infinities, are no numbers; NaN, Infinity or 1e400 as text among them.
@@ -184,7 +184,7 @@ class Contract:
                 continue
             gaps = frame[name].isna() & frame[fill.from_].notna()
             if gaps.any():
-                frame.loc[gaps, name] = normalise.resolve(fill.using)(frame.loc[gaps, fill.from_])
+                frame.loc[gaps, name] = normalise.resolve(fill.using, normalise.FILLS)(frame.loc[gaps, fill.from_])
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ def disagreements(
             both &= raw[name].notna().to_numpy()
         if not both.any():
             continue
-        given, derived = given[both], normalise.resolve(rule.using)(source[both])
+        given, derived = given[both], normalise.resolve(rule.using, normalise.FILLS)(source[both])
         if pd.api.types.is_numeric_dtype(given):
             differs = given.astype("float64").to_numpy() != derived.astype("float64").to_numpy()
         else:
@@ -412,7 +412,7 @@ class RecordValidator:
             if unknown:
                 if len(self._derived) > 100_000:  # a client sending ever new values cannot grow it for good
                     self._derived.clear()
-                derived = normalise.resolve(rule.using)(pd.Series(unknown)).tolist()
+                derived = normalise.resolve(rule.using, normalise.FILLS)(pd.Series(unknown)).tolist()
                 self._derived.update(((name, value), result) for value, result in zip(unknown, derived, strict=True))
             differs = [row for row in rows if not _same(given[row], self._derived[(name, source[row])])]
             if differs:
@@ -508,7 +508,7 @@ class RecordValidator:
             gaps = [row for row, value in enumerate(columns[name]) if value is None]
             if gaps:
                 source = pd.Series(np.asarray(columns[fill.from_])[gaps])
-                derived = normalise.resolve(fill.using)(source).tolist()
+                derived = normalise.resolve(fill.using, normalise.FILLS)(source).tolist()
                 for row, value in zip(gaps, derived, strict=True):
                     columns[name][row] = None if pd.isna(value) else value
 

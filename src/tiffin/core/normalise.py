@@ -1,7 +1,7 @@
 """Named parsers that turn raw source values into canonical ones.
 
-A spec names them (`parse: hour_of_day`, `fill_missing: {using: weekday_name, from: <a date column>}`);
-a user can also give `package.module:function`. Each takes and returns a pandas Series; a value
+A spec names them (`parse: hour_of_day` on an int or float column; `fill_missing: {using: weekday_name, from:
+<a date column>}`); a user can also give `package.module:function`. Each takes and returns a pandas Series; a value
 that cannot be parsed becomes NA, and the contract reports it with the raw value.
 """
 
@@ -144,15 +144,28 @@ def carries_offset(value: object) -> bool:
     return getattr(value, "tzinfo", None) is not None
 
 
-PARSERS: dict[str, Parser] = {"hour_of_day": hour_of_day, "weekday_name": weekday_name, "hour": hour}
+# Parsers read a raw value of an int or float column (`parse:`); fill functions derive a column from another
+# (`fill_missing:` / `agrees_with:`). Each is also open to a user's `package.module:function`.
+PARSERS: dict[str, Parser] = {"hour_of_day": hour_of_day}
+FILLS: dict[str, Parser] = {"weekday_name": weekday_name, "hour": hour}
+_USER_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-def resolve(name: str) -> Parser:
-    """A parser by its short name, or by `package.module:function` for a user's own."""
-    if name in PARSERS:
-        return PARSERS[name]
-    module, sep, attribute = name.partition(":")
-    if not sep:
-        known = ", ".join(sorted(PARSERS))
-        raise ValueError(f"unknown parser {name!r}: use one of {known} or 'package.module:function'")
-    return getattr(importlib.import_module(module), attribute)
+def resolve(name: str, known: dict[str, Parser]) -> Parser:
+    """A function by its short name in `known` (PARSERS or FILLS), or a user's `package.module:function`."""
+    if name in known:
+        return known[name]
+    if not _USER_FUNCTION.match(name):
+        kind, other = ("parser", FILLS) if known is PARSERS else ("fill function", PARSERS)
+        hint = f" ({name!r} is a {'fill function' if known is PARSERS else 'parser'})" if name in other else ""
+        raise ValueError(
+            f"unknown {kind} {name!r}{hint}: use one of {', '.join(sorted(known))} or 'package.module:function'"
+        )
+    module, _, attribute = name.partition(":")
+    try:
+        function = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as missing:
+        raise ValueError(f"{name!r} cannot be imported: {missing}") from None
+    if not callable(function):
+        raise ValueError(f"{name!r} is not a function")
+    return function

@@ -13,14 +13,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from tiffin.core import normalise
+from tiffin.core.config_errors import ConfigError, explain
 
 ColumnType = Literal["int", "float", "category", "date", "datetime", "string"]
 DatePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class SpecError(ConfigError):
+    """A spec that cannot be used: the file, the key path and what is allowed there."""
 
 
 class FillSpec(_Strict):
@@ -28,20 +35,43 @@ class FillSpec(_Strict):
     missing value (`fill_missing`), or to check that a given one agrees (`agrees_with`)."""
 
     using: str
+    """A fill function: `weekday_name` (a date's three-letter weekday), `hour` (a datetime's hour), or your own
+    `package.module:function`."""
     from_: str = Field(alias="from")
+    """The declared column it is computed from."""
+
+    @field_validator("using")
+    @classmethod
+    def _is_a_fill_function(cls, name: str) -> str:
+        normalise.resolve(name, normalise.FILLS)
+        return name
 
 
 class ColumnSpec(_Strict):
+    """One column of the table: its type and the rules every row must meet."""
+
     type: ColumnType
+    """`int`, `float`, `category` (a closed set of `values`), `date`, `datetime` (ISO 8601, with or without an
+    offset) or `string` (free text)."""
     nullable: bool = False
+    """Whether a row may leave it empty. A nullable target means rows whose target has not arrived (unlabeled)."""
     min: int | float | None = None
+    """Smallest allowed value (int and float columns); `null`: no lower bound."""
     max: int | float | None = None
+    """Largest allowed value (int and float columns); `null`: no upper bound."""
     values: list[str] | None = None
+    """The allowed values of a `category` column (required for it, refused for the others)."""
     parse: str | None = None
+    """How raw values of an int or float column are read: `hour_of_day` (6, '6', '6am'), or your own
+    `package.module:function`. Other column types are read as they are."""
     fill_missing: FillSpec | None = None
-    agrees_with: FillSpec | None = None  # a present value must equal `using(from)`, else the row is refused
+    """Fill an empty value from another column (e.g. the weekday from the date)."""
+    agrees_with: FillSpec | None = None
+    """A given value must equal `using(from)`, else the row is refused."""
     description: str = ""
+    """What the column means; charts name the target by it."""
     example: Any = None
+    """A typical value: it builds the example request of `/docs.json` and the service's warm-up request."""
 
     @model_validator(mode="after")
     def _categories_are_closed(self) -> ColumnSpec:
@@ -51,11 +81,26 @@ class ColumnSpec(_Strict):
             raise ValueError("`values` only applies to category columns")
         return self
 
+    @field_validator("parse")
+    @classmethod
+    def _parse_reads_numbers(cls, name: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if name is not None and kind not in ("int", "float"):
+            raise ValueError(f"`parse` applies to int and float columns only, not to a {kind} column")
+        if name is not None:
+            normalise.resolve(name, normalise.PARSERS)
+        return name
+
 
 class SourceSpec(_Strict):
+    """Where the rows come from."""
+
     table: str
+    """The table in the source database (`TIFFIN_DB_URL`) the pipeline ingests and the batch scores."""
     window_column: str
+    """The declared column that windows are taken on (ingest, batch, monitoring): a date or datetime."""
     seed_file: str | None = None
+    """A CSV (.csv, .csv.gz) or Parquet file `tiffin db seed` loads into `table`."""
 
 
 class TimestampSpec(_Strict):
@@ -67,8 +112,11 @@ class TimestampSpec(_Strict):
     """
 
     column: str
+    """The date or datetime column."""
     hour: str | None = None
+    """An int column holding the hour (0-23), when `column` is a date."""
     timezone: str | None = None
+    """IANA zone of the data's clock (e.g. `Europe/Paris`); without it naive times are taken as they are."""
 
     @property
     def columns(self) -> list[str]:
@@ -86,9 +134,15 @@ class TimestampSpec(_Strict):
 
 
 class FeatureSpec(_Strict):
+    """The model's inputs: declared columns, and parts of dates."""
+
     numeric: list[str] = []
+    """Int and float columns used as numbers."""
     categorical: list[str] = []
+    """Category columns (one-hot or native categories, as the estimator takes them)."""
     date_parts: dict[str, list[DatePart]] = {}
+    """Per date or datetime column, the parts used: `year`, `month`, `day`, `dayofweek`, `dayofyear`, `hour`
+    (local time when the spec has a timezone)."""
 
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categorical, *self.date_parts]
@@ -112,15 +166,20 @@ class RollingSpec(_Strict):
     """Aggregates of a column over `window`, ending `horizon` before the predicted time."""
 
     window: str
+    """The window's length, a whole number of steps (`24h`, `7d`)."""
     agg: list[Aggregate]
+    """Aggregates over it: `mean`, `min`, `max`, `sum`, `std`."""
 
 
 class HistoryFeatureSpec(_Strict):
     """Past values of one numeric column of the same series: lags and rolling windows."""
 
     column: str
+    """A declared int or float column (not in `never_features`)."""
     lags: list[str] = []
+    """How long before the predicted time to read the value (`24h`, `168h`); none shorter than the horizon."""
     rolling: list[RollingSpec] = []
+    """Windows ending `horizon` before the predicted time."""
 
     def lag_name(self, lag: str) -> str:
         """`<column>_lag_24h`: the one naming of a lag (training, the feature table, the log, the contract)."""
@@ -143,12 +202,16 @@ class HistorySpec(_Strict):
     """
 
     horizon: str = "1h"
+    """How long before the predicted time its history is known (the forecast horizon)."""
     step: str = "1h"
+    """The data's time step: the grid history is read on."""
     features: list[HistoryFeatureSpec]
-    # Online: a series whose last known value before t - horizon is older than this is stale; its features are
-    # then null and counted in the answer (`null`), or the request is refused naming the series (`refuse`).
+    """The columns with history, their lags and windows."""
     stale_after: str = "48h"
+    """Online: a series whose last known value before t - horizon is older than this is stale."""
     when_stale: Literal["null", "refuse"] = "null"
+    """A stale series' features are null and counted in the answer (`null`), or the request is refused naming
+    the series (`refuse`)."""
 
     @model_validator(mode="after")
     def _sees_no_future(self) -> HistorySpec:
@@ -171,17 +234,25 @@ class HistorySpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """The estimator: any scikit-learn regressor, by import path."""
+
     estimator: str = "sklearn.ensemble.HistGradientBoostingRegressor"
+    """Import path of the estimator class."""
     params: dict[str, Any] = {}
+    """Its parameters; params.yaml's `train` section overrides them."""
 
 
 class SliceSpec(_Strict):
     """An evaluation slice: one segment per category, or per bin of a numeric column."""
 
     column: str
+    """The declared column sliced on."""
     name: str | None = None
+    """The slice's title in reports (default: the column)."""
     bins: list[float] | None = None
+    """Bin edges for a numeric column; without them, one segment per value."""
     labels: list[str] | None = None
+    """Names of the bins (one fewer than the edges)."""
 
     @property
     def title(self) -> str:
@@ -189,31 +260,48 @@ class SliceSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
+    """How a model is judged: against a naive baseline, overall and per slice."""
+
     baseline_group_by: list[str]
-    # For a spec with history: a second naive model, the target this long before (168h: the same hour last week),
-    # per series; one of the target's history lags.
+    """Required. The naive baseline predicts the training mean of the target per group of these columns."""
     history_baseline_lag: str | None = None
+    """With `history`: a second naive model, the target this long before (`168h`: the same hour last week), per
+    series; one of the target's history lags."""
     slices: list[SliceSpec] = []
+    """Segments reported and judged apart (each series is one too)."""
 
 
 class DatasetSpec(_Strict):
+    """One table: where it is, its columns and their rules, what is predicted from what, how it is judged."""
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    """The dataset's name, and the model's in the store: lowercase letters, digits, `_ . -`."""
     description: str = ""
+    """One line on what the table holds."""
     source: SourceSpec
+    """Where the rows come from."""
     key: list[str]
+    """The columns that make a row unique (e.g. the time and the series): loaded once, scored once."""
     timestamp: TimestampSpec
+    """When a row happened: the one event time of training, serving, batch and monitoring."""
     target: str
-    # Columns that tell one series from another (a sensor, a store): one model for all, judged per series too.
+    """The declared column the model predicts."""
     series: list[str] = []
+    """Columns that tell one series from another (a sensor, a store): one model for all, judged per series too."""
     never_features: list[str] = []
+    """Columns never used as inputs: known only after the fact, they would leak the target."""
     columns: dict[str, ColumnSpec]
+    """Every column of the table, by name, with its type and rules. Unknown keys anywhere are refused."""
     features: FeatureSpec
-    # Past values per series (lags, rolling windows), known a forecast horizon before the predicted time.
+    """The model's inputs."""
     history: HistorySpec | None = None
+    """Past values per series (lags, rolling windows), known a forecast horizon before the predicted time."""
     model: ModelSpec = ModelSpec()
+    """The estimator and its parameters."""
     evaluation: EvaluationSpec
-    # A request field the contract does not name: refused (a 400 naming it), or ignored.
+    """The baseline and the slices."""
     unknown_fields: Literal["refuse", "ignore"] = "refuse"
+    """A request field the contract does not name: refused (a 400 naming it), or ignored."""
 
     @model_validator(mode="after")
     def _references_are_declared(self) -> DatasetSpec:
@@ -304,6 +392,17 @@ class DatasetSpec(_Strict):
 
 
 def load_spec(path: str | Path) -> DatasetSpec:
-    """Read and check a spec file; errors name the offending field."""
-    with open(path, encoding="utf-8") as handle:
-        return DatasetSpec.model_validate(yaml.safe_load(handle))
+    """Read and check a spec file; a mistake is a SpecError naming the file, the key path and what is allowed."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle)
+    except OSError as unreadable:
+        raise SpecError(f"{path}: cannot read the spec: {unreadable.strerror}") from None
+    except yaml.YAMLError as malformed:
+        raise SpecError(f"{path}: not valid YAML: {malformed}") from None
+    if not isinstance(content, dict):
+        raise SpecError(f"{path}: a spec is a mapping of keys (name, source, key, columns, ...), not {content!r}")
+    try:
+        return DatasetSpec.model_validate(content)
+    except ValidationError as wrong:
+        raise explain(wrong, path, DatasetSpec, SpecError) from None

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from tiffin.core import exitcodes
 from tiffin.core.contract import Contract, shown
 from tiffin.core.spec import DatasetSpec
 from tiffin.features import store
@@ -55,8 +56,8 @@ from tiffin.storage.database import Window, create_tables, source_table
 log = logging.getLogger("tiffin.batch")
 
 SUCCESS, PARTIAL, FAILED, RUNNING, ABANDONED = "success", "partial", "failed", "running", "abandoned"
-EXIT_CODES = {SUCCESS: 0, FAILED: 1, PARTIAL: 3}
-EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another run holds the source; try again later
+EXIT_CODES = {SUCCESS: exitcodes.OK, FAILED: exitcodes.FAILURE, PARTIAL: exitcodes.PARTIAL}
+EXIT_BUSY = exitcodes.BUSY
 WINDOW_UNREADABLE = "window value unreadable"
 DIED = "the process ended without finishing (killed, or its database connection was lost)"
 

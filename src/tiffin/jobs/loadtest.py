@@ -19,14 +19,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from tiffin.core import exitcodes
 from tiffin.serving.openapi import request_json
 from tiffin.serving.server import BentoServer, ServerFailed
 from tiffin.storage import database, paths, settings
 from tiffin.storage.champion import serving_models
 from tiffin.storage.modelstore import ModelStore
 
-SERVER_FAILED = 2
-OBJECTIVES_MISSED = 1
+SERVER_FAILED = exitcodes.SERVER_FAILED
+OBJECTIVES_MISSED = exitcodes.OBJECTIVES_MISSED
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def metrics_document(result: MonitorResult) -> dict[str, Any]:
         "model": result.model,
         "window": {"start": result.start, "end": result.end},
         "generated_at": iso_now(),
-        "thresholds": asdict(result.thresholds),
+        "thresholds": result.thresholds.model_dump(),
         "rows": {"logged": result.rows_logged, "with_actuals": int(result.overall["rows"]) if result.overall else 0},
         "drift": {
             "features": _records(result.drift),

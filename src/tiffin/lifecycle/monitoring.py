@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from tiffin.core import exitcodes
 from tiffin.core.contract import Contract
+from tiffin.core.params import Monitor as Thresholds
 from tiffin.core.spec import DatasetSpec
 from tiffin.modeling.evaluation import regression_metrics, segments
 from tiffin.storage import predlog
@@ -31,7 +33,7 @@ PSI_EPSILON = 1e-4  # stands in for an empty bin's share, so one empty bin does 
 # a value on a decile edge (common in coarse data, e.g. wind speed) falls in the same bin in both.
 BIN_DECIMALS = 8
 MISSING = "<missing>"
-EXIT_CROSSED = 4
+EXIT_CROSSED = exitcodes.ALARM
 
 
 # -- the statistic -----------------------------------------------------------------------------
@@ -90,21 +92,6 @@ def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
 
 
 # -- thresholds --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When to raise the alarm; `params.yaml: monitor` overrides any of them."""
-
-    feature_psi: float = 0.2  # a feature has drifted at or above this PSI
-    max_drifted_features: int = 2  # alarm when more features than this have drifted
-    prediction_psi: float = 0.2  # alarm at or above this PSI of the predictions
-    max_mae_ratio: float = 1.5  # alarm when production MAE exceeds the test MAE by this factor
-    min_rows: int = 100  # below this many rows a check is reported but not judged (PSI is noisy)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Thresholds:
-        return cls(**(params.get("monitor") or {}))
 
 
 @dataclass(frozen=True)

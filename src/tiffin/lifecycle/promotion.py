@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import getpass
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tiffin.core.params import Bless
 from tiffin.core.spec import DatasetSpec
 from tiffin.modeling.evaluation import regression_metrics, segment_masks
 from tiffin.storage import paths
@@ -40,18 +40,7 @@ def decision_about(tag: str, state: ChampionState) -> dict[str, Any] | None:
     return decision if decision and decision.get("candidate") == tag else None
 
 
-@dataclass(frozen=True)
-class GateRules:
-    """params.yaml `bless:`: how much better overall, how much worse per slice at most."""
-
-    metric: str = "mae"
-    margin: float = 0.02  # the candidate's error must be at most (1 - margin) x the champion's
-    slice_tolerance: float = 0.10  # no slice's error may grow by more than this share
-    min_slice_rows: int = 50  # smaller segments are reported, not judged
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any] | None) -> GateRules:
-        return cls(**(params or {}))
+GateRules = Bless  # params.yaml `bless:` (tiffin.core.params): how much better overall, how much worse per slice
 
 
 # -- the gate ------------------------------------------------------------------------------------
@@ -82,7 +71,7 @@ def decide(
         "champion": champion[0] if champion else None,
         "holdout": {"rows": len(holdout), "start": str(holdout[window].min().date()),
                     "end": str(holdout[window].max().date())},
-        "rules": asdict(rules),
+        "rules": rules.model_dump(),
         "overall": {"candidate": regression_metrics(actual, candidate_predicted)},
     }  # fmt: skip
     ours = slice_errors(spec, holdout, candidate_predicted, rules.metric)

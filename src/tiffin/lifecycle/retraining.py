@@ -26,29 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tiffin.core.contract import Contract
+from tiffin.core.params import Retrain as RetrainRules
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle import monitoring
 from tiffin.storage.database import Window, source_table, window_span
 from tiffin.storage.modelstore import LoadedModel
 
 SPLIT_DATES = ("validation_start", "test_start")
-
-
-@dataclass(frozen=True)
-class RetrainRules:
-    """params.yaml `retrain:`."""
-
-    min_new_hours: int = 24 * 28  # four weeks of new data per series
-    max_age_days: int = 90
-    max_mae_ratio: float = 1.5
-    metric_window_days: int = 14
-    min_metric_rows: int = 100
-    holdout_days: int = 28  # the retrained model's test period: the latest days (the gate compares on it)
-    validation_days: int = 28
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any] | None) -> RetrainRules:
-        return cls(**(params or {}))
 
 
 @dataclass(frozen=True)

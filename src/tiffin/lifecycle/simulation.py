@@ -94,7 +94,7 @@ class Replay:
         self.store = ModelStore(workdir / paths.MODEL_STORE)
         self.env = {**os.environ, "BENTOML_HOME": str(self.store.home), "TIFFIN_DB_URL": db_url}
         self.env.pop("TIFFIN_CHAMPION_FILE", None)  # the copy's own champion file
-        self.thresholds = monitoring.Thresholds.from_params(params)
+        self.thresholds = monitoring.Thresholds.from_params(params.get("monitor"))
         self.rules = RetrainRules.from_params(params.get("retrain"))
         self.first: str | None = None
         self._models: dict[str, tuple[LoadedModel, Scorer]] = {}  # tags are content hashes: never stale

@@ -127,7 +127,7 @@ def _replay(body: bytes) -> Any:
 
 
 async def _respond(send: Any, status: int, body: dict, headers: list | None = None) -> None:
-    payload = json.dumps(body).encode()
+    payload = json.dumps({"detail": [], **body}).encode()  # every error body has the same two keys
     await send(
         {
             "type": "http.response.start",

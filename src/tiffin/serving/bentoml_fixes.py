@@ -90,6 +90,6 @@ class PromptTimeout:
         if not answer.done() and not started:
             answer.cancel()  # a scoring thread cannot be stopped: it finishes, and its answer is dropped
             message = f"not answered within {self.timeout:g} s (TIFFIN_TIMEOUT_SECONDS)"
-            await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+            await JSONResponse({"error": message, "detail": []}, status_code=504)(scope, receive, send)
             return
         await answer

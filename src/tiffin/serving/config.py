@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,38 +15,37 @@ from tiffin.storage.modelstore import SPEC_FILE
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    workers: int = 2
-    max_rows: int = 10_000
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_concurrency: int = 32  # per worker: requests in progress (read, queued, scored); beyond it a 429
-    timeout_seconds: int = 10
-    api_token: str | None = None
-    access_log: bool = False
-    log_sample: float = 0.1  # share of requests written to the prediction log (0: none)
-    log_flush_seconds: float = 1.0  # how often the log's thread writes what is queued (each write costs the loop)
-    log_db_url: str = settings.DEFAULT_DB_URL  # the source database too (history features are read from it)
-    history_refresh_seconds: float = 10.0  # how often a worker checks for a new materialization of history
-    history_keep_days: int = 35  # days of history a worker keeps (at least the features' reach)
+    """The service's settings; `from_env` reads them (defaults and meanings: `settings.ENVIRONMENT`)."""
+
+    workers: int
+    max_rows: int
+    max_body_bytes: int
+    max_concurrency: int  # per worker: requests in progress (read, queued, scored); beyond it a 429
+    timeout_seconds: int
+    api_token: str | None
+    access_log: bool
+    log_sample: float  # share of requests written to the prediction log (0: none)
+    log_flush_seconds: float  # how often the log's thread writes what is queued (each write costs the loop)
+    log_db_url: str  # the source database too (history features are read from it)
+    history_refresh_seconds: float  # how often a worker checks for a new materialization of history
+    history_keep_days: int  # days of history a worker keeps (at least the features' reach)
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
-        """TIFFIN_WORKERS, TIFFIN_MAX_ROWS, TIFFIN_MAX_BODY_BYTES, TIFFIN_MAX_CONCURRENCY,
-        TIFFIN_TIMEOUT_SECONDS, TIFFIN_API_TOKEN, TIFFIN_ACCESS_LOG, TIFFIN_LOG_SAMPLE, TIFFIN_LOG_FLUSH_SECONDS,
-        TIFFIN_DB_URL, TIFFIN_HISTORY_REFRESH_SECONDS, TIFFIN_HISTORY_KEEP_DAYS."""
-        env = os.environ.get
+        env = settings.env
         return cls(
-            workers=int(env("TIFFIN_WORKERS", cls.workers)),
-            max_rows=int(env("TIFFIN_MAX_ROWS", cls.max_rows)),
-            max_body_bytes=int(env("TIFFIN_MAX_BODY_BYTES", cls.max_body_bytes)),
-            max_concurrency=int(env("TIFFIN_MAX_CONCURRENCY", cls.max_concurrency)),
-            timeout_seconds=int(env("TIFFIN_TIMEOUT_SECONDS", cls.timeout_seconds)),
-            api_token=env("TIFFIN_API_TOKEN") or None,
-            access_log=env("TIFFIN_ACCESS_LOG", "false").lower() in ("1", "true", "yes"),
-            log_sample=float(env("TIFFIN_LOG_SAMPLE", cls.log_sample)),
-            log_flush_seconds=float(env("TIFFIN_LOG_FLUSH_SECONDS", cls.log_flush_seconds)),
+            workers=int(env("TIFFIN_WORKERS")),
+            max_rows=int(env("TIFFIN_MAX_ROWS")),
+            max_body_bytes=int(env("TIFFIN_MAX_BODY_BYTES")),
+            max_concurrency=int(env("TIFFIN_MAX_CONCURRENCY")),
+            timeout_seconds=int(env("TIFFIN_TIMEOUT_SECONDS")),
+            api_token=env("TIFFIN_API_TOKEN"),
+            access_log=env("TIFFIN_ACCESS_LOG").lower() in ("1", "true", "yes"),
+            log_sample=float(env("TIFFIN_LOG_SAMPLE")),
+            log_flush_seconds=float(env("TIFFIN_LOG_FLUSH_SECONDS")),
             log_db_url=settings.db_url(),
-            history_refresh_seconds=float(env("TIFFIN_HISTORY_REFRESH_SECONDS", cls.history_refresh_seconds)),
-            history_keep_days=int(env("TIFFIN_HISTORY_KEEP_DAYS", cls.history_keep_days)),
+            history_refresh_seconds=float(env("TIFFIN_HISTORY_REFRESH_SECONDS")),
+            history_keep_days=int(env("TIFFIN_HISTORY_KEEP_DAYS")),
         )
 
     def bentoml_options(self) -> dict[str, Any]:

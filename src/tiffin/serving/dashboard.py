@@ -9,7 +9,6 @@ custom collector in a worker is never asked; so a middleware appends the run's o
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from tiffin.serving.asgi import rewriting_send
-from tiffin.storage import paths
+from tiffin.storage import settings
 
 MOUNT_PATH = "/dashboard"
 _NONE_YET = "no monitoring dashboard yet: run `tiffin monitor --start ... --end ...` (it writes {where})"
@@ -27,7 +26,7 @@ _NONE_YET = "no monitoring dashboard yet: run `tiffin monitor --start ... --end 
 
 def reports_dir() -> Path:
     """`TIFFIN_REPORTS_DIR`, else the monitoring reports' folder, as configured (relative unless set absolute)."""
-    return Path(os.environ.get("TIFFIN_REPORTS_DIR") or paths.MONITOR_REPORTS)
+    return Path(settings.env("TIFFIN_REPORTS_DIR"))
 
 
 def latest_dir() -> Path:

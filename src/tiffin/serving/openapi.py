@@ -13,7 +13,7 @@ from tiffin.core.contract import json_schema
 from tiffin.core.spec import DatasetSpec
 
 ECHO_CHARACTERS = 200  # a value echoed in an error body is cut here: a 7 MB bad value is not sent back
-OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json")
+OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 
 
 def request_json(frame: pd.DataFrame, spec: DatasetSpec) -> str:
@@ -93,7 +93,7 @@ ERROR_SCHEMA = {
         },
     },
 }
-_ERROR_RESPONSES = {
+ERROR_RESPONSES = {
     "400": "Not JSON of the documented form, more rows than TIFFIN_MAX_ROWS, or rows break the contract",
     "401": "TIFFIN_API_TOKEN is set and the bearer token is missing or wrong",
     "413": "A body over TIFFIN_MAX_BODY_BYTES",
@@ -115,7 +115,7 @@ def describe_errors(document: dict) -> dict:
             continue
         if "requestBody" in operation:
             operation["requestBody"]["required"] = True  # BentoML leaves it out; without a body: a 400
-        for status, description in _ERROR_RESPONSES.items():
+        for status, description in ERROR_RESPONSES.items():
             content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             operation.setdefault("responses", {})[status] = {"description": description, "content": content}
     return document

@@ -34,7 +34,7 @@ def dataset_of(tag: str) -> str:
 
 def current_dataset() -> str | None:
     """`TIFFIN_DATASET`, else the spec params.yaml names (in a project), else the registered model's dataset."""
-    if named := os.environ.get("TIFFIN_DATASET"):
+    if named := settings.env("TIFFIN_DATASET"):
         return named
     params = settings.project_file(paths.PARAMS)
     if params is not None:
@@ -192,7 +192,7 @@ def serving_models(champion_path: Path | None = None) -> ServingModels:
     """`TIFFIN_MODEL` / `TIFFIN_CHALLENGER`, else the champion file, else (before any promotion) the
     registered model as champion. `TIFFIN_CHALLENGER=none` turns shadow scoring off."""
     state = ChampionState.load(champion_path)
-    champion = model_option(os.environ.get("TIFFIN_MODEL")) or state.champion or registered_tag()
+    champion = model_option(settings.env("TIFFIN_MODEL")) or state.champion or registered_tag()
     if champion is None:
         raise LookupError("no model to serve: run `make repro` (registers one) or set TIFFIN_MODEL=name:version")
     challenger = os.environ.get("TIFFIN_CHALLENGER", state.challenger or "")

@@ -3,7 +3,6 @@ its URL (sort, order, filter), so a reload or a shared link shows the same page.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -279,7 +278,7 @@ def from_environment(root: Path | None, base: str = "") -> Sources:
     reports = reports_dir()
     if not reports.is_absolute() and root is not None:
         reports = root / reports
-    return Sources(root, db_url, reports, base=base, dashboard=os.environ.get("TIFFIN_DASHBOARD_URL", "/dashboard/"))
+    return Sources(root, db_url, reports, base=base, dashboard=settings.env("TIFFIN_DASHBOARD_URL"))
 
 
 def mount(service: Any) -> None:
