@@ -21,7 +21,7 @@ from tiffin.storage.modelstore import LoadedModel
 
 from ..conftest import ROOT
 
-spark_engine = pytest.importorskip("tiffin.jobs.spark", reason="the Spark engine is the optional extra tiffin[spark]")
+spark_engine = pytest.importorskip("tiffin.jobs.spark", reason="the Spark engine is the optional extra `spark`")
 pytestmark = pytest.mark.slow
 
 

@@ -339,7 +339,7 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
     from tiffin.serving.scorer import Scorer
     from tiffin.storage import database
     from tiffin.storage.champion import model_option, serving_models
-    from tiffin.storage.modelstore import ModelStore
+    from tiffin.storage.modelstore import ModelStore, NotFound
 
     _configure_logging()
     try:
@@ -347,15 +347,16 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
     except database.WindowError as bad:
         raise click.UsageError(str(bad)) from None
     store, models = ModelStore(), serving_models()
-    loaded = store.load(tag or models.champion)
-    if engine == "spark":
-        _spark_batch(loaded, db, source, output, master, start, end)
-        return
-    shadow_tag = models.challenger if shadow_tag is None else model_option(shadow_tag)
-    shadow = None
-    if shadow_tag:
-        challenger = store.load(shadow_tag)
-        shadow = (challenger.tag, Scorer.from_model(challenger))
+    try:
+        loaded = store.load(tag or models.champion)
+        if engine == "spark":
+            _spark_batch(loaded, db, source, output, master, start, end)
+            return
+        shadow_tag = models.challenger if shadow_tag is None else model_option(shadow_tag)
+        challenger = store.load(shadow_tag) if shadow_tag else None
+    except NotFound as missing:  # a tag that is not in the store: say which, with no traceback
+        raise click.ClickException(f"{missing} (the models there: `tiffin models list`)") from None
+    shadow = (challenger.tag, Scorer.from_model(challenger)) if challenger else None
     try:
         try:
             job = BatchJob(database.engine_for(db, must_exist=True), Scorer.from_model(loaded), loaded.tag,
@@ -387,7 +388,9 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
     try:
         from tiffin.jobs import spark
     except ImportError as missing:
-        raise click.ClickException("the Spark engine needs PySpark: pip install 'tiffin[spark]'") from missing
+        raise click.ClickException(
+            "the Spark engine needs PySpark, the `spark` extra: uv sync --extra spark"
+        ) from missing
     history = None
     if loaded.spec.history:  # the feature table in --db: materialized here first when --db is also the source
         from tiffin.features import store

@@ -5,7 +5,8 @@
 `tiffin.batch.score_chunk`, the local engine's own scoring step. Predictions and rejects come back as
 one typed union and are written to Parquet (or appended to database tables through JDBC).
 
-PySpark is the optional extra `tiffin[spark]`; nothing here is imported by the API or the local engine.
+PySpark is the optional extra `spark` (`uv sync --extra spark`); nothing here is imported by the API or the
+local engine.
 """
 
 from __future__ import annotations
