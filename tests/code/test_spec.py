@@ -1,3 +1,6 @@
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -53,7 +56,7 @@ def test_unknown_spec_keys_are_errors_not_silently_ignored() -> None:
 # -- a spec mistake is the user's to fix: the file, the key path and what is allowed, no traceback -------------
 
 
-def write_spec(path, change) -> str:
+def write_spec(path: Path, change: Callable[[dict], object]) -> str:
     spec = bike_spec_dict()
     change(spec)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -80,7 +83,7 @@ def write_spec(path, change) -> str:
         (lambda s: s.update(name="Bike Demand"), "name: String should match pattern"),
     ],
 )  # fmt: skip
-def test_a_spec_mistake_names_the_file_the_key_and_what_is_allowed(tmp_path, change, says) -> None:
+def test_a_spec_mistake_names_the_file_the_key_and_what_is_allowed(tmp_path: Path, change: Callable, says: str) -> None:
     path = write_spec(tmp_path / "spec.yaml", change)
     with pytest.raises(SpecError) as raised:
         load_spec(path)
@@ -93,7 +96,7 @@ def test_the_example_specs_use_parsers_and_fill_functions_where_they_apply() -> 
         load_spec(path)
 
 
-def test_the_command_line_shows_a_spec_mistake_without_a_traceback(tmp_path) -> None:
+def test_the_command_line_shows_a_spec_mistake_without_a_traceback(tmp_path: Path) -> None:
     path = write_spec(tmp_path / "spec.yaml", lambda s: s["columns"]["season"].update(parse="no_such_parser"))
     done = CliRunner().invoke(cli, ["validate", "--spec", path, str(ROOT / "specs/bike_sharing.yaml")])
     assert done.exit_code == 2, done.output
@@ -101,7 +104,7 @@ def test_the_command_line_shows_a_spec_mistake_without_a_traceback(tmp_path) -> 
                           "not to a category column (given: 'no_such_parser')\n"  # fmt: skip
 
 
-def test_a_params_mistake_names_the_file_and_the_key(tmp_path) -> None:
+def test_a_params_mistake_names_the_file_and_the_key(tmp_path: Path) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["bless"]["margn"] = 0.02
     params["split"] = {"validation_start": "2012-10-01", "test_start": "2012-07-01"}
@@ -113,3 +116,14 @@ def test_a_params_mistake_names_the_file_and_the_key(tmp_path) -> None:
         f"{path}: split: validation_start must come before test_start",
         f"{path}: bless.margn: unknown key; allowed here: metric, margin, slice_tolerance, min_slice_rows",
     ]
+
+
+def test_a_command_that_reads_one_section_checks_that_section_alone(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(yaml.safe_dump({"monitor": {"min_rows": 100, "max_drifted_features": 2}}))
+    assert load_params(path, only=("monitor",)) == {"monitor": {"min_rows": 100, "max_drifted_features": 2}}
+    with pytest.raises(ParamsError, match="spec: required, missing"):
+        load_params(path)
+    path.write_text(yaml.safe_dump({"monitor": {"min_row": 100}}))
+    with pytest.raises(ParamsError, match=r"monitor.min_row: unknown key; allowed here: feature_psi"):
+        load_params(path, only=("monitor",))

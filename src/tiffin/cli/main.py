@@ -434,7 +434,7 @@ def monitor(db: str, start: str, end: str, tag: str | None, out: Path, params_pa
     from tiffin.storage import database
     from tiffin.storage.modelstore import ModelStore, NotFound
 
-    thresholds = monitoring.Thresholds.from_params(load_params(params_path).get("monitor"))
+    thresholds = monitoring.Thresholds.from_params(load_params(params_path, only=("monitor",)).get("monitor"))
     try:
         loaded = ModelStore().load(tag or _champion_tag())
         result = monitor_report.run(database.engine_for(db), loaded, start, end, out, thresholds)

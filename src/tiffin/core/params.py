@@ -151,10 +151,12 @@ class ParamsError(ConfigError):
     """A params file that cannot be used: the file, the key path and what is allowed there."""
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Read params.yaml and check it against `Params`; a mistake is a ParamsError naming the file and the key.
 
-    The checked file is returned as read (a dict), so a stage reads its section the way DVC tracks it.
+    `only` checks just those sections (when present), for a command that reads one section from a file that may
+    hold nothing else (`tiffin monitor --params thresholds.yaml`). The checked file is returned as read (a dict),
+    so a stage reads its section the way DVC tracks it.
     """
     try:
         with open(path, encoding="utf-8") as handle:
@@ -166,7 +168,19 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise ParamsError(f"{path}: params are a mapping of sections (spec, ingest, split, ...), not {content!r}")
     try:
-        Params.model_validate(content)
+        if only is None:
+            Params.model_validate(content)
+        else:
+            sections = {key: content[key] for key in only if key in content}
+            _Sections.model_validate(sections)
     except ValidationError as wrong:
         raise explain(wrong, path, Params, ParamsError) from None
     return content
+
+
+class _Sections(Params):
+    """Params with every section optional: to check some sections of a file alone."""
+
+    spec: str | None = None
+    ingest: Ingest | None = None
+    split: Split | None = None

@@ -113,9 +113,9 @@ def params_file() -> Path:
     return Path(env("TIFFIN_PARAMS"))
 
 
-def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """params.yaml (or `path`), checked: a wrong key or value is a ParamsError naming it."""
-    return params.load(path or params_file())
+def load_params(path: str | Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """params.yaml (or `path`), checked (`only` those sections): a wrong key or value is a ParamsError naming it."""
+    return params.load(path or params_file(), only)
 
 
 def project_file(relative: Path) -> Path | None:
