@@ -11,11 +11,27 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used: the message names the file, the key and what is allowed."""
+
+
+def read_mapping(path: str | Path, what: str, kind: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """A YAML file of keys, as a dict (an empty file: none); unreadable, malformed or not a mapping: `kind`,
+    naming the file and what it should hold (`what`, e.g. "a spec is a mapping of keys (name, source, ...)")."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle)
+    except OSError as unreadable:
+        raise kind(f"{path}: cannot be read: {unreadable.strerror}") from None
+    except yaml.YAMLError as malformed:
+        raise kind(f"{path}: not valid YAML: {malformed}") from None
+    if content is not None and not isinstance(content, dict):
+        raise kind(f"{path}: {what}, not {content!r}")
+    return content or {}
 
 
 def explain(

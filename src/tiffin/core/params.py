@@ -11,10 +11,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tiffin.core.config_errors import ConfigError, explain
+from tiffin.core.config_errors import ConfigError, explain, read_mapping
 
 
 class _Section(BaseModel):
@@ -158,15 +157,7 @@ def load(path: str | Path, only: tuple[str, ...] | None = None) -> dict[str, Any
     hold nothing else (`tiffin monitor --params thresholds.yaml`). The checked file is returned as read (a dict),
     so a stage reads its section the way DVC tracks it.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            content = yaml.safe_load(handle) or {}
-    except OSError as unreadable:
-        raise ParamsError(f"{path}: cannot read the params: {unreadable.strerror}") from None
-    except yaml.YAMLError as malformed:
-        raise ParamsError(f"{path}: not valid YAML: {malformed}") from None
-    if not isinstance(content, dict):
-        raise ParamsError(f"{path}: params are a mapping of sections (spec, ingest, split, ...), not {content!r}")
+    content = read_mapping(path, "params are a mapping of sections (spec, ingest, split, ...)", ParamsError)
     try:
         if only is None:
             Params.model_validate(content)

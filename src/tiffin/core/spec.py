@@ -12,11 +12,10 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tiffin.core import normalise
-from tiffin.core.config_errors import ConfigError, explain
+from tiffin.core.config_errors import ConfigError, explain, read_mapping
 
 ColumnType = Literal["int", "float", "category", "date", "datetime", "string"]
 DatePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour"]
@@ -393,15 +392,7 @@ class DatasetSpec(_Strict):
 
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and check a spec file; a mistake is a SpecError naming the file, the key path and what is allowed."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            content = yaml.safe_load(handle)
-    except OSError as unreadable:
-        raise SpecError(f"{path}: cannot read the spec: {unreadable.strerror}") from None
-    except yaml.YAMLError as malformed:
-        raise SpecError(f"{path}: not valid YAML: {malformed}") from None
-    if not isinstance(content, dict):
-        raise SpecError(f"{path}: a spec is a mapping of keys (name, source, key, columns, ...), not {content!r}")
+    content = read_mapping(path, "a spec is a mapping of keys (name, source, key, columns, ...)", SpecError)
     try:
         return DatasetSpec.model_validate(content)
     except ValidationError as wrong:
