@@ -533,7 +533,7 @@ class BatchJob:
                       "rows_scored": summary.rows_scored + chunk_write.scored,
                       "rows_rejected": summary.rows_rejected + chunk_write.rejected}  # fmt: skip
             progress = runs.update().where(runs.c.run_id == summary.run_id).values(**counts)
-            bulk.write(chunk_write.writes, [progress], before=chunk_write.before)
+            bulk.write(chunk_write.writes, [progress], before=chunk_write.before, new_keys=[self.tables.predictions])
             summary.rows_read, summary.rows_scored, summary.rows_rejected = counts.values()
             summary.rows_skipped += chunk_write.skipped
             summary.chunks += 1
