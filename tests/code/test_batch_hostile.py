@@ -225,13 +225,13 @@ def test_a_failed_write_keeps_its_cause_and_the_counters_what_was_committed(db_u
     url = seeded(db_url, bike_spec, days)
     calls, original = 0, BulkConnection.write
 
-    def third_write_fails(self, batches, then=(), *, before=()):
+    def third_write_fails(self, batches, then=(), *, before=(), **options):
         nonlocal calls
         calls += 1
         if calls == 3:  # the database refuses, and then the rollback fails too (as on a dead connection)
             self.connection.rollback = lambda: (_ for _ in ()).throw(RuntimeError("cannot rollback - no transaction"))
             then = [*then, sa.text("SELECT no_such_function()")]
-        return original(self, batches, then, before=before)
+        return original(self, batches, then, before=before, **options)
 
     monkeypatch.setattr(BulkConnection, "write", third_write_fails)
     with pytest.raises(Exception, match="no_such_function"):

@@ -4,13 +4,16 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tiffin.cli.main import main
 from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec, load_spec
 from tiffin.storage import database as db
+from tiffin.storage.bulk import BulkConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,3 +197,34 @@ def test_a_table_another_process_creates_meanwhile_is_no_error(db_url: str, bike
     assert sa.inspect(engine).has_table(table.name)
     engine.dispose()
     other.dispose()
+
+
+def test_bulk_rows_expected_new_go_straight_in_and_a_key_already_there_is_skipped_as_ever(db_url: str) -> None:
+    """Issue 18: predictions the batch expects to be new are copied straight into their table on PostgreSQL (no
+    staging table); a key that is there after all makes the chunk go again the skipping way, nothing lost or
+    doubled, the earlier row unchanged."""
+    engine = db.engine_for(db_url)
+    metadata = sa.MetaData()
+    moment = sa.DateTime().with_variant(sa.Text(), "sqlite")
+    table = sa.Table("bulk_keys", metadata, sa.Column("k", sa.Text(), primary_key=True),
+                     sa.Column("model", sa.String(200), primary_key=True), sa.Column("x", sa.Float(precision=53)),
+                     sa.Column("at", moment), sa.Column("role", sa.String(20)))  # fmt: skip
+    metadata.create_all(engine)
+    at = "2026-01-01T00:00:00.000000" if engine.dialect.name == "sqlite" else datetime(2026, 1, 1)
+    bulk = BulkConnection(engine)
+    first = pa.table({"k": ["a", "b"], "x": [1.0, 2.0]})
+    bulk.write([(table, first, {"model": "m:1", "at": at, "role": None})], new_keys=[table])
+    with bulk.connection.cursor() as cursor:  # the session's staging table exists only if the chunk was staged
+        staged = {
+            "postgresql": "SELECT to_regclass('pg_temp.staging_bulk_keys') IS NOT NULL",
+            "sqlite": "SELECT count(*) > 0 FROM sqlite_temp_master WHERE name = 'staging_bulk_keys'",
+        }
+        cursor.execute(staged[engine.dialect.name])
+        assert bool(cursor.fetchone()[0]) is (engine.dialect.name == "sqlite")
+    again = pa.table({"k": ["b", "c"], "x": [20.0, 3.0]})
+    bulk.write([(table, again, {"model": "m:1", "at": at, "role": "champion"})], new_keys=[table])
+    bulk.close()
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(table.c.k, table.c.x, table.c.role).order_by(table.c.k)).all()
+    assert [tuple(row) for row in rows] == [("a", 1.0, None), ("b", 2.0, None), ("c", 3.0, "champion")]
+    engine.dispose()

@@ -12,6 +12,7 @@ import pytest
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import load_spec
+from tiffin.features import logged as prediction_log
 from tiffin.features import store
 from tiffin.features.history import history_features
 from tiffin.jobs.batch import SUCCESS, BatchJob
@@ -50,7 +51,7 @@ def test_the_batch_reads_and_logs_the_features_training_computes(db_url, history
 
     february = offline[offline["dteday"] >= "2011-02-01"]
     february = february.iloc[history_spec.event_time(february).argsort(kind="stable")].reset_index(drop=True)
-    logged = predlog.read(engine, history_spec, "2011-02-01", "2011-02-28")
+    logged = prediction_log.read(engine, history_spec, "2011-02-01", "2011-02-28")
     logged = logged.assign(at=logged["event_time"]).sort_values("at").reset_index(drop=True)
     assert len(logged) == len(february) == summary.rows_scored
     names = history_spec.history.names()
@@ -169,7 +170,7 @@ def test_a_history_challenger_in_shadow_behind_a_row_only_champion(db_url, histo
     logger = AsyncLogger(engine, bike_spec, "bike_demand:row-only", sample=1.0, shadow=shadow)
     logger.submit(scored.columns, scored.predictions)
     logger.close()
-    logged = predlog.read(engine, bike_spec, "2011-02-20", "2011-02-26")
+    logged = prediction_log.read(engine, bike_spec, "2011-02-20", "2011-02-26")
     by_role = {role: rows.sort_values("event_time")["prediction"].to_numpy() for role, rows in logged.groupby("role")}
     week = week.iloc[history_spec.event_time(week).argsort(kind="stable")]
     assert np.array_equal(by_role["champion"], row_only.predict(week))
@@ -215,7 +216,7 @@ def test_the_api_log_writes_every_flush_through_one_connection_and_reopens_after
     log_and_wait(days[2])
     logger.close()
     assert len(opened) == 2
-    logged = predlog.read(engine, bike_spec, "2011-02-01", "2011-02-03")
+    logged = prediction_log.read(engine, bike_spec, "2011-02-01", "2011-02-03")
     assert logged.groupby(logged["event_time"].dt.day).size().to_dict() == {1: len(days[0]), 2: len(days[1]),
                                                                             3: len(days[2])}  # fmt: skip
     engine.dispose()

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from tiffin.core.spec import load_spec
+from tiffin.features import logged as prediction_log
 from tiffin.serving.server import BentoServer
 
 from ..conftest import ROOT, SHARES, SMALL_WINDOW, Project, make_project
@@ -99,7 +101,9 @@ def test_batch_scores_with_the_champion_and_shadows_the_challenger(lifecycle: Li
     engine = sa.create_engine(url)
     with engine.connect() as connection:
         by_model = dict(connection.execute(sa.text("SELECT model, count(*) FROM predictions GROUP BY model")).all())
-        logged = pd.read_sql("SELECT model, role, row_key, prediction FROM prediction_log", connection)
+    logged = prediction_log.read(
+        engine, load_spec(project.path / "specs/bike_sharing_rows.yaml"), "2011-04-01", "2011-04-07"
+    )
     engine.dispose()
     assert by_model == {lifecycle.good: 168, lifecycle.weak: 168}
     assert logged.groupby(["model", "role"]).size().to_dict() == {
@@ -159,7 +163,6 @@ def offline_predictions(project: Project, tag: str, rows: pd.DataFrame) -> list[
     import joblib
 
     from tiffin.core.contract import Contract
-    from tiffin.core.spec import load_spec
 
     name, version = tag.split(":")
     folder = project.path / ".bentoml/models" / name / version

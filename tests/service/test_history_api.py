@@ -16,12 +16,13 @@ import sqlalchemy as sa
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import load_spec
+from tiffin.features import logged as prediction_log
 from tiffin.features.history import history_features
 from tiffin.jobs.batch import BatchJob
 from tiffin.serving.openapi import request_json
 from tiffin.serving.scorer import Scorer
 from tiffin.serving.server import BentoServer
-from tiffin.storage import database, predlog
+from tiffin.storage import database
 from tiffin.storage.modelstore import ModelStore
 
 from ..conftest import QUICK_TRAIN, SHARES, Project, make_project
@@ -33,7 +34,7 @@ SPEC = "specs/bike_sharing.yaml"
 def logged(project: Project, source: str) -> pd.DataFrame:
     engine = sa.create_engine(project.env["TIFFIN_DB_URL"])
     spec = load_spec(project.path / SPEC)
-    rows = predlog.read(engine, spec, "2011-04-01", "2011-04-30", source=source)
+    rows = prediction_log.read(engine, spec, "2011-04-01", "2011-04-30", source=source)
     engine.dispose()
     return rows.sort_values("event_time").drop_duplicates("row_key").reset_index(drop=True)
 

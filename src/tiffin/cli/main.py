@@ -316,7 +316,11 @@ def _configure_logging() -> None:
 @click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion, models/champion.json).")
 @click.option("--shadow", "shadow_tag", help="Challenger to score the same rows in shadow (default: the champion "
               "file's challenger; 'none': no shadow).")  # fmt: skip
-@click.option("--no-log", is_flag=True, help="Do not write the prediction log (inputs of every prediction).")
+@click.option(
+    "--no-log",
+    is_flag=True,
+    help="Do not log the predictions for monitoring (the batch logs by reference: a role on each prediction row).",
+)
 @click.option("--chunk-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="Rows per read/score/write transaction.")  # fmt: skip
 @click.option("--retry-rejects", is_flag=True, help="Take up rows this model rejected before even if unchanged.")

@@ -80,12 +80,15 @@ def batch_tables(engine: Engine, spec: DatasetSpec, source: sa.Table, prefix: st
     metadata = sa.MetaData()
     keys = [sa.Column(k, source.c[k].type, primary_key=True) for k in spec.key]
     predictions = sa.Table(
-        f"{prefix}predictions", metadata, *keys,
+        f"{prefix}{predlog.BATCH_TABLE}", metadata, *keys,
         sa.Column("model", sa.String(200), primary_key=True),
         sa.Column("event_time", _moment_type()),
         sa.Column("prediction", sa.Float(precision=53), nullable=False),
         sa.Column("run_id", sa.String(36), nullable=False),
         sa.Column("scored_at", _moment_type(), nullable=False),
+        # The prediction log by reference: champion or challenger for a logged prediction (its inputs are the
+        # source row's, read by key when monitoring runs); null when the run did not log (`--no-log`).
+        sa.Column("role", sa.String(20)),
     )  # fmt: skip
     rejects = sa.Table(
         f"{prefix}prediction_rejects", metadata,
@@ -124,6 +127,7 @@ def batch_tables(engine: Engine, spec: DatasetSpec, source: sa.Table, prefix: st
     )  # fmt: skip
     create_tables(engine, metadata)
     _add_missing_columns(engine, rejects)
+    _add_missing_columns(engine, predictions)
     return BatchTables(predictions, rejects, runs, watermarks)
 
 
@@ -289,7 +293,8 @@ class BatchJob:
                  shadow: tuple[str, Scorer] | None = None, log_predictions: bool = True,
                  retry_rejects: bool = False, threads: int = 1):  # fmt: skip
         """`shadow`: a challenger (tag, scorer) that scores the same rows into the same tables.
-        `log_predictions`: also write every prediction, with its inputs, to the prediction log.
+        `log_predictions`: log every prediction for monitoring (by reference: a role on its row, the inputs
+        stay in the source table).
         `retry_rejects`: take up rows rejected before even if unchanged. `threads`: OpenMP threads for the model
         (HistGradientBoosting's default of one per core is slower on a machine that is also reading and writing)."""
         if chunk_rows < 1:
@@ -313,7 +318,7 @@ class BatchJob:
         self.contract = Contract(self.spec)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
-        self.log_table = predlog.ensure_table(engine, self.spec, prefix) if log_predictions else None
+        self.log_predictions = log_predictions
         self.rejected: dict[str, str | None] = {}  # key text -> row hash of the rows this model rejected
         self._number_columns = [c.name for c in self.source.c if isinstance(c.type, sa.Integer | sa.Float | sa.Numeric)]
 
@@ -396,22 +401,19 @@ class BatchJob:
             chunk, keys = chunk[~unchanged].reset_index(drop=True), keys[~unchanged].reset_index(drop=True)
         scored = score_chunk(self.scorer, self.contract, chunk, self.history)
         same = {"run_id": run_id, "model": self.tag}
+        logged = self.log_predictions
         rejects = scored.rejects.assign(row_hash=_row_hashes(chunk.iloc[scored.reject_positions]))
         writes = [
-            (self.tables.predictions, _arrow(scored.predictions), {**same, "scored_at": now}),
+            (self.tables.predictions, _arrow(scored.predictions),
+             {**same, "scored_at": now, "role": predlog.CHAMPION if logged else None}),
             (self.tables.rejects, _arrow(rejects), {**same, "rejected_at": now}),
-        ]
-        shadowed = None
+        ]  # fmt: skip
         if self.shadow is not None and len(scored.valid):
             tag, scorer = self.shadow
-            shadowed = (tag, scorer.predict(scored.valid))
-            writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=shadowed[1])),
-                           {**same, "model": tag, "scored_at": now}))  # fmt: skip
-        if self.log_table is not None and len(scored.valid):
-            logged = predlog.entries(self.spec, scored.valid, scored.predictions["prediction"].to_numpy(),
-                                     model=self.tag, role=predlog.CHAMPION, source=predlog.BATCH, logged_at=_iso(now),
-                                     shadow=shadowed)  # fmt: skip
-            writes.append((self.log_table, _arrow(logged), {}))
+            shadowed = scorer.predict(scored.valid)
+            writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=shadowed)),
+                           {**same, "model": tag, "scored_at": now,
+                            "role": predlog.CHALLENGER if logged else None}))  # fmt: skip
         # Rows rejected before that changed since: their old problems go, whatever becomes of them now.
         taken_up = chunk.loc[keys.isin(self.rejected).to_numpy()] if keys is not None else chunk.iloc[:0]
         return ChunkWrite(writes, self._forget(taken_up), len(chunk), len(scored.predictions), scored.rejected_rows,
@@ -531,7 +533,7 @@ class BatchJob:
                       "rows_scored": summary.rows_scored + chunk_write.scored,
                       "rows_rejected": summary.rows_rejected + chunk_write.rejected}  # fmt: skip
             progress = runs.update().where(runs.c.run_id == summary.run_id).values(**counts)
-            bulk.write(chunk_write.writes, [progress], before=chunk_write.before)
+            bulk.write(chunk_write.writes, [progress], before=chunk_write.before, new_keys=[self.tables.predictions])
             summary.rows_read, summary.rows_scored, summary.rows_rejected = counts.values()
             summary.rows_skipped += chunk_write.skipped
             summary.chunks += 1

@@ -23,6 +23,7 @@ from tiffin.core import exitcodes
 from tiffin.core.contract import Contract
 from tiffin.core.params import Monitor as Thresholds
 from tiffin.core.spec import DatasetSpec
+from tiffin.features import logged as prediction_log
 from tiffin.modeling.evaluation import regression_metrics, segments
 from tiffin.storage import predlog
 from tiffin.storage.database import read_window
@@ -127,7 +128,7 @@ def drift_table(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpe
 
 def read_log(engine: Engine, spec: DatasetSpec, start: str, end: str) -> pd.DataFrame:
     """The prediction log of [start, end] with its inputs in canonical form (as the contract reads them)."""
-    logged = predlog.read(engine, spec, start, end)
+    logged = prediction_log.read(engine, spec, start, end)
     if logged.empty:
         return logged
     canonical, _ = Contract(spec).normalise(logged[spec.input_columns], spec.input_columns)
@@ -322,7 +323,7 @@ def judge_window(
     thresholds: Thresholds,
     test_mae: float | None = None,
 ) -> MonitorResult:
-    """Judge one window: reference rows (with `prediction`), log rows (`predlog.read`), actuals."""
+    """Judge one window: reference rows (with `prediction`), log rows (`features.logged.read`), actuals."""
     inputs, predicted = _monitored_rows(logged, model)
     window_predictions = predicted["prediction"].to_numpy(dtype="float64")
     result = MonitorResult(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -78,9 +79,27 @@ class BulkConnection:
         then: Sequence[sa.sql.ClauseElement] = (),
         *,
         before: Sequence[sa.sql.ClauseElement] = (),
+        new_keys: Sequence[sa.Table] = (),
     ) -> None:
         """Run `before`, insert each table's rows (plus constant columns) skipping keys already there, then run
-        `then` (e.g. the run's progress); all in one transaction. A failure rolls it back and is raised as it came."""
+        `then` (e.g. the run's progress); all in one transaction. A failure rolls it back and is raised as it came.
+
+        `new_keys`: tables whose rows the caller expects to be new (the batch runner reads only keys its model has
+        not scored, one run at a time). On PostgreSQL their rows go straight in by COPY (ADBC's bulk ingest), with
+        no staging table and no INSERT .. SELECT: 1.6 x faster for 200,000 predictions here. Should a key be there
+        after all, the database refuses the chunk, and the whole transaction is done again the skipping way."""
+        if new_keys and self.engine.dialect.name == "postgresql":  # on SQLite, binding the constants row by row
+            try:  # costs more than the staging table saves (0.6 s against 0.55 s for 200,000 rows)
+                self._transaction(batches, then, before, {table.name for table in new_keys})
+                return
+            except _KeyAlreadyThere:  # rolled back: once more, skipping what exists (any other failure is raised)
+                pass
+        self._transaction(batches, then, before, set())
+
+    def _transaction(self, batches: list[tuple[sa.Table, pa.Table, dict]], then: Sequence[sa.sql.ClauseElement],
+                     before: Sequence[sa.sql.ClauseElement], direct: set[str]) -> None:  # fmt: skip
+        from adbc_driver_manager import IntegrityError  # with the drivers: imported only where they are used
+
         with self.connection.cursor() as cursor:
             try:
                 for statement in before:
@@ -88,7 +107,14 @@ class BulkConnection:
                 for table, rows, constants in batches:
                     if rows.num_rows == 0:
                         continue
+                    if table.name in direct:
+                        try:
+                            cursor.adbc_ingest(table.name, _with_constants(table, rows, constants), mode="append")
+                        except IntegrityError as conflict:
+                            raise _KeyAlreadyThere(table.name) from conflict
+                        continue
                     staging = f"staging_{table.name}"
+                    # A temporary table: never WAL-logged on PostgreSQL, gone with the session.
                     cursor.adbc_ingest(staging, rows, mode="replace", temporary=True)
                     source = sa.table(staging, *[sa.column(name) for name in rows.column_names])
                     fixed = [sa.cast(sa.literal(value), table.c[name].type) for name, value in constants.items()]
@@ -108,3 +134,26 @@ class BulkConnection:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a connection the server already dropped
             self.connection.close()
+
+
+class _KeyAlreadyThere(Exception):
+    """A row expected new whose key is there: the chunk goes again, skipping existing keys."""
+
+
+def _with_constants(table: sa.Table, rows: pa.Table, constants: dict) -> pa.Table:
+    """`rows` with each constant as a column of its own, typed like the table's column (a null one too)."""
+    for name, value in constants.items():
+        kind = _arrow_type(table.c[name].type, value)
+        rows = rows.append_column(pa.field(name, kind), pa.nulls(rows.num_rows, kind) if value is None else
+                                  pa.array([value] * rows.num_rows, type=kind))  # fmt: skip
+    return rows
+
+
+def _arrow_type(kind: sa.types.TypeEngine, value: object) -> pa.DataType:
+    if isinstance(value, datetime) or (isinstance(kind, sa.DateTime) and not isinstance(value, str)):
+        return pa.timestamp("us")
+    if isinstance(kind, sa.Integer):
+        return pa.int64()
+    if isinstance(kind, sa.Float):
+        return pa.float64()
+    return pa.string()

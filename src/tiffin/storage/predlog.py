@@ -1,11 +1,17 @@
 """The prediction log: every prediction with its inputs, model tag, role and time, for monitoring.
 
-One table, `prediction_log`, in the serving database. The batch runner writes it in the same
-transaction as its predictions; the API samples requests and writes from a background thread, so
-the answer never waits for the database (see `AsyncLogger`). The inputs are columns of their own,
-typed from the spec and in the contract's canonical form (dates as ISO text), so drift is measured on
-exactly what the model saw and a million rows are written at Arrow speed; `row_key` is the record's
-key as JSON, rendered the same way on every path, so actuals can be joined later.
+Two places, one `read`. The API's requests exist nowhere else, so it logs them whole into `prediction_log`:
+it samples requests and writes from a background thread, so the answer never waits for the database (see
+`AsyncLogger`). The inputs are columns of their own, typed from the spec and in the contract's canonical form
+(dates as ISO text); `row_key` is the record's key as JSON, rendered the same way on every path, so actuals can
+be joined later.
+
+The batch runner's inputs are already in the source table: its log is by reference. Its `predictions` rows
+(key, model, event time, prediction, scored_at) carry a `role`; `batch_rows` joins them to the source table by
+key. Storage knows no contract rules: `tiffin.features.logged.read`, what monitoring reads, puts those raw inputs
+through the contract and attaches the history features, so batch rows look exactly as they did when the batch
+copied its inputs into this table, at no cost to the batch. What it cannot see: a source row changed or deleted
+after scoring (its current values are read, or it is gone).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ log = logging.getLogger("tiffin.predlog")
 TABLE = "prediction_log"
 CHAMPION, CHALLENGER = "champion", "challenger"
 API, BATCH = "api", "batch"
+# The batch runner's output table: its rows with a role are the batch's log entries (by reference).
+BATCH_TABLE = "predictions"
 COLUMNS = ["logged_at", "source", "model", "role", "row_key", "event_time", "prediction"]
 
 
@@ -163,18 +171,75 @@ def write(
     return len(rows)
 
 
-def read(engine: Engine, spec: DatasetSpec, start: str, end: str, *, source: str | None = None) -> pd.DataFrame:
-    """Logged predictions whose event time lies in [start, end] (a date-only end: that whole day), as stored:
-    the log's columns, then the inputs (dates as ISO text; the contract's `normalise` makes them canonical)."""
+def read_stored(engine: Engine, spec: DatasetSpec, start: str, end: str, *, source: str | None = None
+                ) -> pd.DataFrame:  # fmt: skip
+    """The rows stored in the log table (the API's; the batch's before its log was by reference) whose event time
+    lies in [start, end] (a date-only end: that whole day), as stored: the log's columns, then the inputs (dates
+    as ISO text). Monitoring reads `tiffin.features.logged.read`, which adds the batch's rows."""
     table = ensure_table(engine, spec)
     query = sa.select(table).where(*Window.parse(start, end).conditions(table.c.event_time, text_sep="T"))
     if source:
         query = query.where(table.c.source == source)
     with engine.connect() as connection:
-        logged = pd.read_sql(query.order_by(table.c.id), connection)
-    if not logged.empty:
-        logged["event_time"] = pd.to_datetime(logged["event_time"])
-    return logged
+        return pd.read_sql(query.order_by(table.c.id), connection)
+
+
+def batch_rows(engine: Engine, spec: DatasetSpec, start: str, end: str) -> pd.DataFrame | None:
+    """The batch's logged predictions whose event time lies in [start, end], joined to their source rows by key:
+    logged_at (scored_at), model, role, event_time, prediction, then the source's key and input columns, raw; in
+    the order they were scored. None when nothing of the batch is logged (no table, or one from before)."""
+    inspector = sa.inspect(engine)
+    if not (inspector.has_table(BATCH_TABLE) and inspector.has_table(spec.source.table)):
+        return None
+    metadata = sa.MetaData()
+    predictions = sa.Table(BATCH_TABLE, metadata, autoload_with=engine)
+    if "role" not in predictions.c:  # a table from before the log by reference: nothing in it is logged
+        return None
+    source = sa.Table(spec.source.table, metadata, autoload_with=engine)
+    wanted = [name for name in dict.fromkeys([*spec.key, *spec.input_columns]) if name in source.c]
+    on = sa.and_(*[predictions.c[k] == source.c[k] for k in spec.key])
+    own = [predictions.c.scored_at.label("logged_at"), predictions.c.model, predictions.c.role,
+           predictions.c.event_time, predictions.c.prediction]  # fmt: skip
+    when = _moment_conditions(predictions.c.event_time, Window.parse(start, end), engine.dialect.name)
+    query = (
+        sa.select(*own, *[source.c[name] for name in wanted])
+        .select_from(predictions.join(source, on))
+        .where(predictions.c.role.is_not(None), *when)
+        .order_by(predictions.c.scored_at, predictions.c.role, *[predictions.c[k] for k in spec.key])
+    )
+    with engine.connect() as connection:
+        return pd.read_sql(query, connection)
+
+
+def _moment_conditions(column: sa.Column, window: Window, dialect: str) -> list[sa.ColumnElement]:
+    """The window on the batch's event time: a timestamp on PostgreSQL; on SQLite, ISO text to the microsecond
+    (as ADBC writes it), so the bounds are that text too: start inclusive, the first moment after the end exclusive."""
+    if dialect != "sqlite":
+        return window.conditions(column)
+    found = []
+    if window.start is not None:
+        found.append(column >= window.start.isoformat(sep="T", timespec="microseconds"))
+    if window.end is not None:
+        found.append(column < window.upper_exclusive().isoformat(sep="T", timespec="microseconds"))
+    return found
+
+
+def as_logged(spec: DatasetSpec, canonical: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """`batch_rows` as the log table stores rows (`id` null), given their inputs in canonical form (history
+    features included): what the batch wrote here when it copied its inputs."""
+    own = pd.DataFrame(
+        {
+            "id": pd.array([None] * len(rows), dtype="Int64"),
+            "logged_at": pd.to_datetime(rows["logged_at"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%f").to_numpy(),
+            "source": BATCH,
+            "model": rows["model"].to_numpy(),
+            "role": rows["role"].to_numpy(),
+            "row_key": row_keys(spec, canonical),
+            "event_time": _iso_text(pd.to_datetime(rows["event_time"]), "s"),
+            "prediction": rows["prediction"].to_numpy(dtype="float64"),
+        }
+    )
+    return pd.concat([own, input_columns(spec, canonical)], axis=1)
 
 
 def _joined(parts: list) -> np.ndarray | list:
