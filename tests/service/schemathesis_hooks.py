@@ -14,7 +14,7 @@ import pandas as pd
 import schemathesis
 from jsonschema import Draft202012Validator
 
-from tiffin.core.normalise import ISO_DAY, ISO_MOMENT, resolve
+from tiffin.core.normalise import FILLS, ISO_DAY, ISO_MOMENT, resolve
 from tiffin.serving.openapi import record_schema
 
 
@@ -34,7 +34,7 @@ def map_case(context: Any, case: Any) -> Any:
                 continue
             if _readable(row.get(rule["from"])):
                 moment = pd.Series([pd.Timestamp(row[rule["from"]][:19])])
-                row[name] = resolve(rule["using"])(moment).iloc[0]
+                row[name] = resolve(rule["using"], FILLS)(moment).iloc[0]
     return case
 
 

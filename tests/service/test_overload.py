@@ -10,8 +10,8 @@ import pytest
 
 from tiffin.core.spec import load_spec
 from tiffin.jobs.overload import overload
-from tiffin.serving.config import ServiceConfig
 from tiffin.serving.openapi import request_json
+from tiffin.storage import settings
 
 from ..conftest import Project
 from .conftest import serve
@@ -39,6 +39,6 @@ def test_past_capacity_the_service_sheds_fast_and_stays_bounded(reproduced_proje
     # Shedding is fast: a client waits less for a 429 than half the accepted requests wait for their answer.
     assert result.probe["shed_p99_ms"] < result.accepted_p50_ms
     # What is accepted is answered within the time-out; memory stays flat.
-    assert result.accepted_max_ms < ServiceConfig.timeout_seconds * 1000
+    assert result.accepted_max_ms < int(settings.env("TIFFIN_TIMEOUT_SECONDS")) * 1000
     for before, after in zip(result.worker_rss_mib_before, result.worker_rss_mib_after, strict=True):
         assert after < before * 1.1 + 20
