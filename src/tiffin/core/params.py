@@ -106,6 +106,13 @@ class Retrain(_Section):
     """The retrained model's test period (the gate's holdout): the latest days."""
     validation_days: int = Field(28, ge=1)
     """And the days before it that validate; training gets all earlier data."""
+    cooldown_days: int = Field(14, ge=0)
+    """No retrain starts within this many days (by the check's day, `--now`) after the last one started, whatever
+    fired, except on request (`--force`): a candidate the gate refused is not retrained again at every check.
+    0: no cooldown."""
+    metric_checks: int = Field(3, ge=1)
+    """Metric drop fires only when the production error has been over the limit at this many consecutive checks
+    of the same champion (recorded in `retrain_checks`): one bad window is not a trend."""
 
 
 class Monitor(_Section):
