@@ -15,6 +15,7 @@ from tiffin.lifecycle import retraining
 from tiffin.storage import database as db
 from tiffin.storage import predlog
 from tiffin.storage.modelstore import LoadedModel
+from tiffin.storage.retrain_ledger import RetrainLedger
 
 from ..conftest import Project, make_project
 
@@ -66,6 +67,12 @@ def test_tiffin_retrain_moves_the_window_and_the_gate_decides(project: Project) 
                                  "split.validation_start": "2011-03-06"}  # fmt: skip
     assert outcome["candidate"] != outcome["champion"] and "reasons" in outcome
     assert project.read_json("eval/blessing.json")["candidate"] == outcome["candidate"]
+    runs = RetrainLedger(db.engine_for(project.env["TIFFIN_DB_URL"])).run_table()
+    assert len(runs) == 1 and outcome["run_id"] == runs["run_id"][0] and outcome["cause"] == "new_data"
+    assert runs[["trigger", "candidate", "champion"]].iloc[0].tolist() == ["new_data", outcome["candidate"],
+                                                                          outcome["champion"]]  # fmt: skip
+    assert runs["status"][0] == ("promoted" if outcome["blessed"] else "not promoted")
+    assert "Retrained for: **new_data**" in (project.path / "retrain.md").read_text()
     assert "| new_data | **yes** |" in (project.path / "retrain.md").read_text()
     assert "up to date" in project.run("dvc", "status").stdout
 
@@ -86,6 +93,8 @@ def test_a_short_simulation_shows_error_retrain_and_promotion(tmp_path: Path) ->
     assert (steps["rows"] > 300).all() and steps["champion_mae"].notna().all()
     assert steps["retrained"].all() and steps["triggers"].str.contains("new_data").all()
     assert steps["candidate"].notna().all()
+    runs = pd.read_csv(out / "retrain_runs.csv")
+    assert len(runs) == 3 and (runs["trigger"] == steps["cause"]).all() and runs["status"].ne("running").all()
     page = (out / "index.html").read_text()
     assert 'class="chart"' in page and "retrains" in page
     assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"

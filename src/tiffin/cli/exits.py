@@ -24,7 +24,11 @@ EXIT_CODES_BY_COMMAND: dict[str, dict[int, str]] = {
     },
     "tiffin loadtest": {**GATE, SERVER_FAILED: "the server failed to start or to answer"},
     "tiffin container gate": {**GATE, SERVER_FAILED: "the container failed to start or to answer"},
-    "tiffin retrain": {OK: "done, or nothing to do", FAILURE: "the pipeline stopped (the report says where)"},
+    "tiffin retrain": {
+        OK: "done, or nothing to do (no trigger fired, or the cooldown holds it)",
+        FAILURE: "the pipeline stopped (the report says where); the run is recorded as failed in retrain_runs",
+        BUSY: "busy: another retrain of this dataset is running; try again later",
+    },
     "tiffin validate": {OK: "every row keeps the contract", FAILURE: "some rows break it (listed; --rejects)"},
     "tiffin db seed": {OK: "loaded", FAILURE: "--strict, and the file repeats a key: nothing loaded"},
     "tiffin models check": {OK: "the registered model is in the store", FAILURE: "it is missing"},

@@ -461,39 +461,60 @@ def retrain(db: str, force: bool, dry_run: bool, today: datetime | None, params_
             report: Path | None) -> None:  # fmt: skip
     """Retrain if a trigger fires (new data, schedule, metric drop, request): move the window, `dvc repro`.
 
-    The promotion gate (the bless stage) then decides whether the new model becomes champion.
+    One retrain at a time per dataset (exit 75 when another holds it); none within `retrain.cooldown_days` of
+    the last one unless --force; the metric drop must hold at `retrain.metric_checks` consecutive checks. Every
+    check goes to the database's `retrain_checks`, every run to `retrain_runs` with its cause. The promotion
+    gate (the bless stage) then decides whether the new model becomes champion.
     Prints the triggers and the decision as JSON lines.
     """
-    from datetime import date
-
     from tiffin.lifecycle import retraining
-    from tiffin.lifecycle.promotion import latest_decision
     from tiffin.storage import database
-    from tiffin.storage.modelstore import ModelStore
 
     params = load_params(params_path)
-    rules = retraining.RetrainRules.from_params(params.get("retrain"))
     engine = database.engine_for(db)
-    champion = ModelStore().load(_champion_tag())
-    fired = retraining.check(engine, champion, rules, now=(today.date() if today else date.today()), force=force)
-    lines = [{"trigger": t.name, "fired": t.fired, "detail": t.detail} for t in fired]
-    outcome: dict = {"retrain": any(t.fired for t in fired), "champion": champion.tag}
-    status = 0
-    if outcome["retrain"] and dry_run:
-        outcome["retrain"] = "dry run"
-    elif outcome["retrain"]:
+    now = today.date() if today else date.today()
+    if dry_run:
+        lines, outcome, status = _retrain_checked(engine, params, params_path, now, force, dry_run=True)
+    else:
         try:
-            outcome["params"] = retraining.retrain(engine, champion.spec, params_path, params)
-            decision = latest_decision(params_path.parent) or {}
-            outcome |= {k: decision.get(k) for k in ("candidate", "blessed", "reasons")}
-        except retraining.PipelineStopped as stopped:
-            outcome |= {"blessed": False, "reasons": [f"the pipeline stopped: {stopped}"]}
-            status = 1
+            with retraining.RetrainLock(engine, load_spec(params_path.parent / params["spec"]).name):
+                lines, outcome, status = _retrain_checked(engine, params, params_path, now, force, dry_run=False)
+        except retraining.RetrainBusy as busy:
+            click.echo(f"retrain not started: {busy}; try again later", err=True)
+            sys.exit(exitcodes.BUSY)
     for line in [*lines, outcome]:
         click.echo(json.dumps(line))
     if report:
         report.write_text(retraining.markdown(lines, outcome))
     sys.exit(status)
+
+
+def _retrain_checked(engine, params: dict, params_path: Path, now: date, force: bool, *,
+                     dry_run: bool) -> tuple[list[dict], dict, int]:  # fmt: skip
+    """The check, the arbitration and (unless a dry run) the recorded retrain: the triggers, the outcome, the exit
+    status. Runs with the retrain lock held, except a dry run, which changes nothing."""
+    from tiffin.lifecycle import retraining
+    from tiffin.storage.modelstore import ModelStore
+    from tiffin.storage.retrain_ledger import RetrainLedger
+
+    rules = retraining.RetrainRules.from_params(params.get("retrain"))
+    champion = ModelStore().load(_champion_tag())
+    ledger = RetrainLedger(engine)
+    if not dry_run:
+        ledger.abandon_running(champion.spec.name)
+    raw = retraining.check(engine, champion, rules, now=now, force=force)
+    plan = retraining.arbitrate(ledger, champion.spec.name, champion.tag, raw, rules, now=now, record=not dry_run)
+    lines = [{"trigger": t.name, "fired": t.fired, "detail": t.detail} for t in plan.fired]
+    outcome: dict = {"retrain": plan.retrain, "champion": champion.tag, "decision": plan.decision}
+    if plan.retrain and dry_run:
+        return lines, outcome | {"retrain": "dry run"}, 0
+    if not plan.retrain:
+        return lines, outcome, 0
+    try:
+        outcome |= retraining.run_recorded(ledger, plan, champion, params_path, now=now, engine=engine)
+    except retraining.PipelineStopped as stopped:
+        return lines, outcome | {"blessed": False, "reasons": [f"the pipeline stopped: {stopped}"]}, 1
+    return lines, outcome, 0
 
 
 @main.command("simulate")

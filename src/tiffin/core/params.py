@@ -86,6 +86,15 @@ class Bless(_Section):
     """No slice's error may grow by more than this share of the champion's."""
     min_slice_rows: int = Field(50, ge=1)
     """Smaller segments are reported, not judged."""
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    """The intervals' coverage (two-sided): promote only if the overall change's upper end is at most -margin;
+    refuse for a slice whose change is over the tolerance only if its lower end is above 0 (surely worse). The
+    judged slices' intervals are simultaneous (Bonferroni), so a dozen slices are not a dozen chances of a false
+    regression."""
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    """Resamples of the holdout's days (a block bootstrap: hours of one day share their weather and errors)."""
+    seed: int = Field(0, ge=0)
+    """The bootstrap's random seed: the same holdout and models give the same decision."""
 
 
 class Retrain(_Section):
@@ -105,6 +114,13 @@ class Retrain(_Section):
     """The retrained model's test period (the gate's holdout): the latest days."""
     validation_days: int = Field(28, ge=1)
     """And the days before it that validate; training gets all earlier data."""
+    cooldown_days: int = Field(14, ge=0)
+    """No retrain starts within this many days (by the check's day, `--now`) after the last one started, whatever
+    fired, except on request (`--force`): a candidate the gate refused is not retrained again at every check.
+    0: no cooldown."""
+    metric_checks: int = Field(3, ge=1)
+    """Metric drop fires only when the production error has been over the limit at this many consecutive checks
+    of the same champion (recorded in `retrain_checks`): one bad window is not a trend."""
 
 
 class Monitor(_Section):

@@ -20,20 +20,16 @@ Bulk reads and writes go through ADBC (Arrow-native drivers) for SQLite and Post
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import sys
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,6 +48,7 @@ from tiffin.storage import predlog
 from tiffin.storage.bulk import BulkConnection
 from tiffin.storage.clock import utcnow
 from tiffin.storage.database import Window, create_tables, source_table
+from tiffin.storage.locks import Busy, ProcessLock
 
 log = logging.getLogger("tiffin.batch")
 
@@ -240,50 +237,17 @@ class RunSummary:
                 f"({self.rows_read / max(self.duration_s, 1e-9):,.0f} rows/s), run {self.run_id}")  # fmt: skip
 
 
-class BatchBusy(RuntimeError):
+class BatchBusy(Busy):
     """Another run holds the source table."""
 
 
-class SourceLock:
-    """One batch run at a time per source table: a PostgreSQL advisory lock (held by a connection of its own),
-    or an exclusive lock on a file beside the SQLite file. Either goes when its process dies."""
+class SourceLock(ProcessLock):
+    """One batch run at a time per source table (`storage.locks`)."""
+
+    busy, what = BatchBusy, "another batch run is scoring"
 
     def __init__(self, engine: Engine, table: str) -> None:
-        self.engine, self.table = engine, table
-        self._connection: sa.Connection | None = None
-        self._file = None
-
-    def __enter__(self) -> SourceLock:
-        if self.engine.dialect.name == "postgresql":
-            self._key = zlib.crc32(f"tiffin-batch:{self.table}".encode())
-            self._connection = self.engine.connect()
-            got = self._connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar()
-            self._connection.commit()
-            if not got:
-                self._connection.close()
-                self._connection = None
-                key = self._key
-                raise BatchBusy(f"another batch run is scoring {self.table} (PostgreSQL advisory lock {key})")
-        elif self.engine.url.database not in (None, "", ":memory:"):
-            path = Path(f"{self.engine.url.database}.{self.table}.batch-lock")
-            self._file = path.open("a")
-            try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._file.close()
-                raise BatchBusy(f"another batch run is scoring {self.table} (lock file {path})") from None
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(Exception):  # a lost connection has released the lock already
-                # The connection goes back to the pool, still in its session: unlock explicitly.
-                self._connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-                self._connection.commit()
-            with contextlib.suppress(Exception):
-                self._connection.close()
-        if self._file is not None:
-            self._file.close()
+        super().__init__(engine, "batch", table)
 
 
 class BatchJob:

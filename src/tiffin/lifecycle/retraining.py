@@ -7,6 +7,12 @@
   the actual values that have arrived) is above `retrain.max_mae_ratio` x its test MAE;
 - request: `--force`.
 
+Arbitration (`arbitrate`, `run_recorded`): one retrain at a time per dataset (`RetrainLock`, the batch runner's
+lock: a PostgreSQL advisory lock or a lock file beside the SQLite file); the metric drop counts only when it has
+held for `retrain.metric_checks` consecutive checks of the same champion; no retrain within
+`retrain.cooldown_days` of the last one, unless requested; every run is recorded in `retrain_runs` with the trigger
+that caused it (request before metric drop before schedule before new data), its status and times.
+
 Retraining moves `ingest.end` to the last complete day in the source and the split dates by the same
 number of days (the holdout stays the latest period), then runs `dvc repro`: the promotion gate
 (the bless stage) decides whether the new model becomes champion.
@@ -29,8 +35,13 @@ from tiffin.core.contract import Contract
 from tiffin.core.params import Retrain as RetrainRules
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle import monitoring
+from tiffin.lifecycle.promotion import latest_decision
+from tiffin.storage import retrain_ledger
 from tiffin.storage.database import Window, source_table, window_span
+from tiffin.storage.locks import Busy, ProcessLock
 from tiffin.storage.modelstore import LoadedModel
+from tiffin.storage.retrain_ledger import RetrainLedger
+from tiffin.storage.settings import load_params
 
 SPLIT_DATES = ("validation_start", "test_start")
 
@@ -169,6 +180,8 @@ def markdown(triggers: list[dict[str, Any]], outcome: dict[str, Any]) -> str:
     lines = ["## Retraining triggers", "", "| trigger | fired | why |", "|---|---|---|"]
     lines += [f"| {t['trigger']} | {'**yes**' if t['fired'] else 'no'} | {t['detail']} |" for t in triggers]
     lines += ["", f"Champion before: `{outcome['champion']}`", ""]
+    if outcome.get("cause"):
+        lines += [f"Retrained for: **{outcome['cause']}** (run `{outcome.get('run_id')}` in retrain_runs)", ""]
     if outcome.get("params"):
         lines += ["Params moved: " + ", ".join(f"`{k}` = {v}" for k, v in outcome["params"].items()), ""]
     if "blessed" in outcome:
@@ -176,7 +189,7 @@ def markdown(triggers: list[dict[str, Any]], outcome: dict[str, Any]) -> str:
         lines += [f"Candidate `{outcome.get('candidate')}`: **{verdict}**", ""]
         lines += [f"- {reason}" for reason in outcome["reasons"]]
     elif not outcome["retrain"]:
-        lines += ["No trigger fired: nothing retrained."]
+        lines += [f"Nothing retrained: {outcome.get('decision') or 'no trigger fired'}."]
     return "\n".join(lines) + "\n\n"
 
 
@@ -217,3 +230,95 @@ def retrain(engine: Engine, spec: DatasetSpec, params_file: Path, params: dict[s
         update_params(params_file, changes)
     run_dvc_repro(params_file.parent, env)
     return changes
+
+
+# -- arbitration: one at a time, a cooldown, a metric trend, a record per run -------------------------
+
+CAUSE_ORDER = ("request", "metric_drop", "schedule", "new_data")  # the cause a run is recorded under
+
+
+class RetrainBusy(Busy):
+    """Another retrain of this dataset is running."""
+
+
+class RetrainLock(ProcessLock):
+    """One retrain at a time per dataset: it rewrites params.yaml and runs `dvc repro` in the project."""
+
+    busy, what = RetrainBusy, "another retrain is running for"
+
+    def __init__(self, engine: Engine, dataset: str) -> None:
+        super().__init__(engine, "retrain", dataset)
+
+
+@dataclass(frozen=True)
+class Plan:
+    fired: list[Trigger]  # the triggers, the metric drop judged over consecutive checks
+    cause: Trigger | None  # the trigger a retrain is recorded under (None: no retrain)
+    held: str | None  # why fired triggers do not retrain now (the cooldown)
+
+    @property
+    def retrain(self) -> bool:
+        return self.cause is not None
+
+    @property
+    def decision(self) -> str:
+        if self.cause is not None:
+            return f"retrain ({self.cause.name})"
+        return self.held or "no trigger fired"
+
+
+def _metric_over_checks(raw: Trigger, streak: int, rules: RetrainRules) -> Trigger:
+    """The metric drop as a trend: over the limit at this check and the `metric_checks - 1` before it."""
+    held = streak + 1 if raw.fired else 0
+    detail = f"{raw.detail}; over the limit at {held} consecutive checks (needs {rules.metric_checks})"
+    return Trigger(raw.name, held >= rules.metric_checks, detail)
+
+
+def _cooldown(ledger: RetrainLedger, dataset: str, now: date, rules: RetrainRules) -> str | None:
+    last = ledger.last_run(dataset)
+    if last is None or rules.cooldown_days == 0:
+        return None
+    since = (now - _day(last.as_of)).days
+    if since >= rules.cooldown_days:
+        return None
+    return (f"cooldown: the last retrain ({last.trigger}, {last.status}) judged by {_day(last.as_of)}, {since} days "
+            f"before {now} (cooldown {rules.cooldown_days} days)")  # fmt: skip
+
+
+def arbitrate(ledger: RetrainLedger, dataset: str, champion: str, raw: list[Trigger], rules: RetrainRules, *,
+              now: date, record: bool = True) -> Plan:  # fmt: skip
+    """Whether to retrain now, and under which cause; with `record`, the check goes into `retrain_checks` (a dry
+    run records nothing). Call with the RetrainLock held, so that two checks never interleave."""
+    raw_metric = next(t for t in raw if t.name == "metric_drop")
+    streak = ledger.metric_streak(dataset, champion)
+    fired = [_metric_over_checks(t, streak, rules) if t.name == "metric_drop" else t for t in raw]
+    firing = {t.name: t for t in fired if t.fired}
+    cause = next((firing[name] for name in CAUSE_ORDER if name in firing), None)
+    held = None
+    if cause is not None and cause.name != "request":
+        held = _cooldown(ledger, dataset, now, rules)
+        cause = None if held else cause
+    plan = Plan(fired, cause, held)
+    if record:
+        ledger.record_check(dataset, champion, now, raw_metric.fired, list(firing), plan.decision)
+    return plan
+
+
+def run_recorded(ledger: RetrainLedger, plan: Plan, champion: LoadedModel, params_file: Path, *, now: date,
+                 env: dict[str, str] | None = None, engine: Engine) -> dict[str, Any]:  # fmt: skip
+    """`retrain`, recorded in `retrain_runs` from start to outcome; returns the outcome (params moved, candidate,
+    blessed, reasons). Raises PipelineStopped (recorded as failed) when a stage refuses."""
+    assert plan.cause is not None
+    fired = [t.name for t in plan.fired if t.fired]
+    run_id = ledger.start(champion.spec.name, plan.cause.name, fired, plan.cause.detail, now, champion.tag)
+    try:
+        changes = retrain(engine, champion.spec, params_file, load_params(params_file), env)
+    except BaseException as stopped:  # recorded whatever stopped it (a refusing stage, Ctrl-C), then raised
+        ledger.finish(run_id, retrain_ledger.FAILED, error=f"{type(stopped).__name__}: {stopped}")
+        raise
+    decision = latest_decision(params_file.parent) or {}
+    candidate = decision.get("candidate")
+    blessed = bool(decision.get("blessed")) and candidate != champion.tag
+    ledger.finish(run_id, retrain_ledger.PROMOTED if blessed else retrain_ledger.NOT_PROMOTED, candidate)
+    return {"run_id": run_id, "cause": plan.cause.name, "params": changes,
+            **{k: decision.get(k) for k in ("candidate", "blessed", "reasons")}}  # fmt: skip

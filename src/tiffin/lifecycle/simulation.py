@@ -34,6 +34,7 @@ from tiffin.storage import paths
 from tiffin.storage.champion import ChampionState
 from tiffin.storage.database import engine_for, read_seed_file, seed
 from tiffin.storage.modelstore import LoadedModel, ModelStore
+from tiffin.storage.retrain_ledger import RetrainLedger
 from tiffin.storage.settings import load_params
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", "pipelines", "specs", "src", "data/seed"]
@@ -51,7 +52,9 @@ class Step:
     drifted_features: list[str]
     prediction_psi: float | None
     crossed: list[str]
-    triggers: list[str]
+    triggers: list[str]  # fired (the metric drop: held at retrain.metric_checks consecutive checks)
+    decision: str = ""  # the arbitration's: retrain (its cause), the cooldown, or no trigger
+    cause: str | None = None
     retrained: bool = False
     candidate: str | None = None
     promoted: bool = False
@@ -96,6 +99,7 @@ class Replay:
         self.env.pop("TIFFIN_CHAMPION_FILE", None)  # the copy's own champion file
         self.thresholds = monitoring.Thresholds.from_params(params.get("monitor"))
         self.rules = RetrainRules.from_params(params.get("retrain"))
+        self.ledger = RetrainLedger(self.engine)
         self.first: str | None = None
         self._models: dict[str, tuple[LoadedModel, Scorer]] = {}  # tags are content hashes: never stale
 
@@ -138,25 +142,32 @@ class Replay:
         scored = job.run(day.isoformat(), last.isoformat())
         result = monitor_report.run(self.engine, champion, day.isoformat(), last.isoformat(),
                                     self.workdir / paths.MONITOR_REPORTS, self.thresholds)  # fmt: skip
-        fired = [t.name for t in retraining.check(self.engine, champion, self.rules, now=last, force=False) if t.fired]
-        by_model = result.mae_by_model
-        step = Step(
-            start=day.isoformat(), end=last.isoformat(), rows=scored.rows_scored, champion=champion.tag,
-            champion_mae=by_model.get(champion.tag), reference_mae=by_model.get(self.first),
-            drifted_features=result.drifted_features, prediction_psi=result.prediction_psi, crossed=result.crossed,
-            triggers=fired,
-        )  # fmt: skip
-        if fired:
-            step.retrained = True
-            try:
-                retraining.retrain(self.engine, self.spec, self.params_file, load_params(self.params_file), self.env)
-            except retraining.PipelineStopped as stopped:
-                step.reasons = [f"the pipeline stopped: {stopped}"]
-                return step
-            decision = latest_decision(self.workdir) or {}
-            step.candidate, step.reasons = decision.get("candidate"), decision.get("reasons", [])
-            step.promoted = self.champion_tag() != champion.tag
+        raw = retraining.check(self.engine, champion, self.rules, now=last, force=False)
+        with retraining.RetrainLock(self.engine, self.spec.name):
+            plan = retraining.arbitrate(self.ledger, self.spec.name, champion.tag, raw, self.rules, now=last)
+            by_model = result.mae_by_model
+            step = Step(
+                start=day.isoformat(), end=last.isoformat(), rows=scored.rows_scored, champion=champion.tag,
+                champion_mae=by_model.get(champion.tag), reference_mae=by_model.get(self.first),
+                drifted_features=result.drifted_features, prediction_psi=result.prediction_psi,
+                crossed=result.crossed, triggers=[t.name for t in plan.fired if t.fired], decision=plan.decision,
+            )  # fmt: skip
+            if plan.retrain:
+                self.retrain(step, plan, champion, last)
         return step
+
+    def retrain(self, step: Step, plan: retraining.Plan, champion: LoadedModel, last: date) -> None:
+        """The arbitrated retrain, recorded in the copy's retrain_runs; the gate's decision into the step."""
+        step.retrained, step.cause = True, plan.cause.name
+        try:
+            retraining.run_recorded(self.ledger, plan, champion, self.params_file, now=last, env=self.env,
+                                    engine=self.engine)  # fmt: skip
+        except retraining.PipelineStopped as stopped:
+            step.reasons = [f"the pipeline stopped: {stopped}"]
+            return
+        decision = latest_decision(self.workdir) or {}
+        step.candidate, step.reasons = decision.get("candidate"), decision.get("reasons", [])
+        step.promoted = self.champion_tag() != champion.tag
 
 
 def simulate(root: Path, workdir: Path, out: Path, start: date, end: date, step_days: int,
@@ -164,7 +175,9 @@ def simulate(root: Path, workdir: Path, out: Path, start: date, end: date, step_
     """Copy the project at `root` into `workdir`, replay [start, end] there, write the report to `out`."""
     prepare(root, workdir, start, overrides)
     replay = Replay(workdir)
-    return report(replay.run(start, end, step_days), out, replay.spec.target_label)
+    page = report(replay.run(start, end, step_days), out, replay.spec.target_label)
+    replay.ledger.run_table(replay.spec.name).to_csv(out / "retrain_runs.csv", index=False)
+    return page
 
 
 # -- the report ----------------------------------------------------------------------------------
