@@ -186,3 +186,16 @@ def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     project = small_bike_project(make_project(tmp_path_factory.mktemp("reproduced") / "project"))
     project.run("dvc", "repro")
     return project
+
+
+def monitored_model(tag: str, spec: DatasetSpec, pipeline: object, train: pd.DataFrame, folder: Path) -> object:
+    """A registered model as monitoring sees one: its folder holds the reference sample (the training rows with
+    the model's predictions), and its test MAE is its error on them."""
+    from sklearn.metrics import mean_absolute_error
+
+    from tiffin.storage.modelstore import REFERENCE_FILE, LoadedModel
+
+    predictions = pipeline.predict(train)
+    train.assign(prediction=predictions).to_parquet(folder / REFERENCE_FILE, index=False)
+    test_mae = mean_absolute_error(train[spec.target], predictions)
+    return LoadedModel(tag, pipeline, spec, {"metrics": {"test": {"mae": test_mae}}}, folder)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from sklearn.metrics import mean_absolute_error
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec
@@ -20,7 +19,9 @@ from tiffin.modeling.pipeline import build_pipeline
 from tiffin.serving.scorer import Scorer
 from tiffin.storage import database as db
 from tiffin.storage import predlog
-from tiffin.storage.modelstore import REFERENCE_FILE, LoadedModel
+from tiffin.storage.modelstore import LoadedModel
+
+from ..conftest import monitored_model
 
 START, END = "2011-02-01", "2011-04-30"
 CHAMPION, CHALLENGER = "bike_demand:champion", "bike_demand:challenger"
@@ -37,10 +38,7 @@ def fitted(bike_spec: DatasetSpec, bike_raw: pd.DataFrame) -> tuple:
 @pytest.fixture
 def model(bike_spec: DatasetSpec, fitted: tuple, tmp_path: Path) -> LoadedModel:
     train, champion, _ = fitted
-    predictions = champion.predict(train)
-    train.assign(prediction=predictions).to_parquet(tmp_path / REFERENCE_FILE, index=False)
-    test_mae = mean_absolute_error(train[bike_spec.target], predictions)
-    return LoadedModel(CHAMPION, champion, bike_spec, {"metrics": {"test": {"mae": test_mae}}}, tmp_path)
+    return monitored_model(CHAMPION, bike_spec, champion, train, tmp_path)
 
 
 def figures(engine: sa.Engine, model: LoadedModel) -> dict:

@@ -21,7 +21,7 @@ from tiffin.storage import database as db
 from tiffin.storage import predlog
 from tiffin.storage.modelstore import REFERENCE_FILE, LoadedModel
 
-from ..conftest import Project
+from ..conftest import Project, monitored_model
 
 START, END = "2011-01-01", "2011-04-30"
 CHAMPION, CHALLENGER = "bike_demand:champion", "bike_demand:challenger"
@@ -44,12 +44,8 @@ def fitted(bike_spec: DatasetSpec, canonical: pd.DataFrame) -> tuple:
 
 @pytest.fixture
 def model(bike_spec: DatasetSpec, fitted: tuple, tmp_path: Path) -> LoadedModel:
-    """A registered model as monitoring sees one: its folder holds the reference sample."""
     train, champion, _ = fitted
-    predictions = champion.predict(train)
-    train.assign(prediction=predictions).to_parquet(tmp_path / REFERENCE_FILE, index=False)
-    test_mae = mean_absolute_error(train[bike_spec.target], predictions)
-    return LoadedModel(CHAMPION, champion, bike_spec, {"metrics": {"test": {"mae": test_mae}}}, tmp_path)
+    return monitored_model(CHAMPION, bike_spec, champion, train, tmp_path)
 
 
 def log_predictions(url: str, spec: DatasetSpec, rows: pd.DataFrame, fitted: tuple) -> None:
