@@ -40,7 +40,7 @@ repro: setup
 	tiffin db seed --if-empty
 	dvc repro
 	@# The store is outside DVC: re-register if it was wiped while dvc.lock says "up to date".
-	@tiffin models check >/dev/null 2>&1 || dvc repro --force --single-item register
+	@tiffin models check >/dev/null 2>&1 || dvc repro --force --single-item register calibrate
 
 ## repro-check: reproduce from scratch; the committed dvc.lock, metrics and model tag must not change
 repro-check: repro

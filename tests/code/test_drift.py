@@ -9,16 +9,8 @@ import pandas as pd
 import pytest
 
 from tiffin.core.contract import Contract
-from tiffin.lifecycle.monitoring import (
-    PSI_EPSILON,
-    Thresholds,
-    categorical_psi,
-    decile_edges,
-    drift_table,
-    judge_window,
-    numeric_psi,
-    psi,
-)
+from tiffin.lifecycle.drift import PSI_EPSILON, categorical_psi, decile_edges, drift_table, numeric_psi, psi
+from tiffin.lifecycle.monitoring import Thresholds, judge_window
 from tiffin.storage.settings import load_params
 
 from ..conftest import ROOT

@@ -197,3 +197,26 @@ def test_the_cli_exits_0_on_unchanged_inputs_and_4_when_drift_crosses_a_threshol
     latest = json.loads((out / "latest/metrics.json").read_text())
     assert latest["window"] == {"start": "2011-06-01", "end": "2011-06-30"}
     assert {"temp", "hum", "weathersit"} <= set(latest["drift"]["drifted"])
+
+    # Calibrated on its training rows against the hour-of-week x season profile: the same shifted June alarms,
+    # judged at the model's own thresholds, and the report says which reference and thresholds judged it.
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump({"monitor": {"min_rows": 100, "max_drifted_features": 2, "reference": "profile",
+                                                 "window_days": 28, "alarms_per_quarter": 1.0}}))  # fmt: skip
+    kept = (stored / "drift_thresholds.json").read_bytes()  # the stage's calibration: the session's fixture
+    try:
+        done = reproduced_project.run("tiffin", "monitor", "calibrate", "--model", tag, "--params", str(tuned),
+                                      "--out", str(tmp_path / "thresholds.json"))  # fmt: skip
+        written = json.loads((tmp_path / "thresholds.json").read_text())
+        assert f"calibrated {tag}: {written['windows']} training windows of 28 days" in done.stdout
+        assert written["model"] == tag and written["reference"] == "profile" and written["windows"] > 0
+        assert json.loads((stored / "drift_thresholds.json").read_text()) == written
+        alarm = monitor(reproduced_project, db_url, tag, "2011-06-01", "2011-06-30", out, tuned)
+    finally:
+        (stored / "drift_thresholds.json").write_bytes(kept)
+    assert alarm.returncode == 4, alarm.stdout + alarm.stderr
+    drift = json.loads((out / "latest/metrics.json").read_text())["drift"]
+    assert "calibrated on" in drift["calibration"] and "hour-of-week x season profile" in drift["reference"]
+    assert {"temp", "hum", "weathersit"} <= set(drift["drifted"])
+    thresholds = {row["feature"]: row["threshold"] for row in drift["features"]}
+    assert thresholds == {name: written["features"][name]["threshold"] for name in thresholds}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -411,10 +413,23 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
     sys.exit(exitcodes.PARTIAL if result.rows_rejected else exitcodes.OK)
 
 
-@main.command("monitor", epilog=exits.epilog("tiffin monitor"))
+def params_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--params, the params file a command reads its section of."""
+    return click.option(
+        "--params",
+        "params_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=str(paths.PARAMS),
+        show_default=True,
+        envvar="TIFFIN_PARAMS",
+        help=f"{help_text} [env TIFFIN_PARAMS].",
+    )
+
+
+@main.group("monitor", epilog=exits.epilog("tiffin monitor"), invoke_without_command=True)
 @db_option
-@click.option("--start", required=True, help="Window start (event time of the logged predictions).")
-@click.option("--end", required=True, help="Window end, inclusive; a date means the whole day.")
+@click.option("--start", help="Window start (event time of the logged predictions). Required.")
+@click.option("--end", help="Window end, inclusive; a date means the whole day. Required.")
 @click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion).")
 @click.option(
     "--out",
@@ -423,17 +438,18 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
     show_default=True,
     help="Writes <out>/<start>_<end>/ (index.html, metrics.json, metrics.prom) and refreshes <out>/latest/.",
 )
-@click.option(
-    "--params",
-    "params_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=str(paths.PARAMS),
-    show_default=True,
-    envvar="TIFFIN_PARAMS",
-    help="Thresholds from its `monitor:` section [env TIFFIN_PARAMS].",
-)
-def monitor(db: str, start: str, end: str, tag: str | None, out: Path, params_path: Path) -> None:
-    """Drift (PSI vs the training reference) and production error of a window of the prediction log."""
+@params_option("Thresholds and the drift reference from its `monitor:` section")
+@click.pass_context
+def monitor(
+    ctx: click.Context, db: str, start: str | None, end: str | None, tag: str | None, out: Path, params_path: Path
+) -> None:
+    """Drift (PSI vs the model's reference, at its calibrated thresholds) and production error of a window of
+    the prediction log. `tiffin monitor calibrate` sets the thresholds."""
+    if ctx.invoked_subcommand:
+        return
+    for name, value in (("--start", start), ("--end", end)):
+        if value is None:
+            raise click.UsageError(f"Missing option '{name}'.", ctx)
     from tiffin.lifecycle import monitor_report, monitoring
     from tiffin.storage import database
     from tiffin.storage.modelstore import ModelStore, NotFound
@@ -446,6 +462,31 @@ def monitor(db: str, start: str, end: str, tag: str | None, out: Path, params_pa
         raise click.ClickException(str(missing)) from missing
     click.echo(monitor_report.summary(result))
     sys.exit(result.exit_code)
+
+
+@monitor.command("calibrate")
+@click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion).")
+@params_option("The reference, window size and target false-alarm rate from its `monitor:` section")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the thresholds here (the model's own copy is in its folder of the store).",
+)
+def monitor_calibrate(tag: str | None, params_path: Path, out: Path | None) -> None:
+    """Set each feature's drift threshold at the target false-alarm rate: replay the model's training period
+    in windows of `monitor.window_days` against the chosen reference; `tiffin monitor` then judges at them."""
+    from tiffin.lifecycle import calibration, monitoring
+    from tiffin.storage.modelstore import ModelStore, NotFound
+
+    settings = monitoring.Thresholds.from_params(load_params(params_path, only=("monitor",)).get("monitor"))
+    try:
+        loaded = ModelStore().load(tag or _champion_tag())
+        found = calibration.calibrate_model(loaded, settings)
+    except (NotFound, FileNotFoundError, ValueError) as impossible:
+        raise click.ClickException(str(impossible)) from impossible
+    if out is not None:
+        found.save(out)
+    click.echo(calibration.summary(found, loaded.calibration_file))
 
 
 @main.command("retrain", epilog=exits.epilog("tiffin retrain"))

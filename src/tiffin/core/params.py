@@ -127,7 +127,8 @@ class Monitor(_Section):
     """`monitor`: when `tiffin monitor` raises the alarm (exit 4)."""
 
     feature_psi: float = Field(0.2, gt=0)
-    """A feature has drifted at or above this PSI against the training reference (0.2: a significant shift)."""
+    """A feature has drifted at or above this PSI against its reference (0.2: a significant shift); a calibrated
+    model's own threshold per feature replaces it (`tiffin monitor calibrate`)."""
     max_drifted_features: int = Field(2, ge=0)
     """Alarm when more features than this have drifted."""
     prediction_psi: float = Field(0.2, gt=0)
@@ -136,6 +137,16 @@ class Monitor(_Section):
     """Alarm when production MAE is over this times the model's test MAE."""
     min_rows: int = Field(100, ge=1)
     """Fewer logged rows (or rows with actuals) are reported, not judged: PSI is noisy on few rows."""
+    reference: Literal["training", "profile", "year_ago"] = "training"
+    """What a window's inputs are compared with: `training` (the model's training rows as they are), `profile`
+    (those rows re-weighted to the window's hour-of-week x season mix) or `year_ago` (the same days a year
+    earlier, the profile where the training rows do not reach back)."""
+    window_days: int = Field(28, ge=1)
+    """The monitoring window that `tiffin monitor calibrate` replays the training period in (use the size you
+    monitor with)."""
+    alarms_per_quarter: float = Field(1.0, gt=0)
+    """Calibration's target: this many false alarms per feature per quarter on healthy data; each calibrated
+    threshold is at least `feature_psi` (`prediction_psi` for the predictions)."""
 
 
 class Params(BaseModel):

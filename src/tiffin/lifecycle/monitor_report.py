@@ -67,14 +67,16 @@ def _chart(figure: Figure, caption: str) -> str:
     )
 
 
-def psi_chart(drift: pd.DataFrame, threshold: float) -> Figure:
+def psi_chart(drift: pd.DataFrame) -> Figure:
+    """PSI per feature, each with its own threshold (calibrated, or the one of the params)."""
     figure = Figure(figsize=(8, 0.35 * len(drift) + 1.2))
     axes = figure.subplots()
     colours = [DRIFT if drifted else OK_COLOUR for drifted in drift["drifted"]]
     axes.barh(drift["feature"], drift["psi"], color=colours)
-    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold}")
+    axes.scatter(drift["threshold"], drift["feature"], marker="|", s=300, color="black", label="threshold")
     axes.invert_yaxis()
-    axes.set_xlabel("PSI against the training reference")
+    axes.set_xscale("symlog", linthresh=1)
+    axes.set_xlabel("PSI against the reference (symmetric log scale)")
     axes.legend(loc="lower right")
     return figure
 
@@ -170,18 +172,18 @@ def _performance_section(result: MonitorResult) -> tuple[list[str], list[str]]:
 
 def render(result: MonitorResult) -> str:
     """The whole page for one monitoring run."""
-    t = result.thresholds
-    charts = [_chart(psi_chart(result.drift, t.feature_psi), "Input drift: PSI per feature")]
+    charts = [_chart(psi_chart(result.drift), "Input drift: PSI per feature, and its threshold")]
     if len(result.window_predictions):
         charts.append(_chart(prediction_chart(result.reference_predictions, result.window_predictions),
-                             "Prediction distribution: training reference vs this window"))  # fmt: skip
+                             "Prediction distribution: the reference vs this window"))  # fmt: skip
     performance_charts, performance_parts = _performance_section(result)
     checks = pd.DataFrame([vars(c) for c in result.checks])
     title = f"Monitoring {result.model}: {result.start} to {result.end}"
     body = [
         f"<h1>{html.escape(title)}</h1>",
         _verdict(result),
-        f'<p class="note">{result.rows_logged} logged rows; PSI binned at the reference deciles; '
+        f'<p class="note">{result.rows_logged} logged rows; compared with {html.escape(result.reference_note)}; '
+        f'{html.escape(result.calibration_note)}; PSI binned at the reference deciles; '
         f'<span id="charts-status"></span></p>',
         "<h2>Checks</h2>", _table(checks),
         "<h2>Drift</h2>", charts[0], *charts[1:],
@@ -216,9 +218,12 @@ def metrics_document(result: MonitorResult) -> dict[str, Any]:
         "thresholds": result.thresholds.model_dump(),
         "rows": {"logged": result.rows_logged, "with_actuals": int(result.overall["rows"]) if result.overall else 0},
         "drift": {
+            "reference": result.reference_note,
+            "calibration": result.calibration_note,
             "features": _records(result.drift),
             "drifted": result.drifted_features,
             "prediction_psi": result.prediction_psi,
+            "prediction_threshold": result.prediction_threshold,
         },
         "performance": {
             "overall": result.overall,
@@ -244,12 +249,12 @@ def write_prometheus(result: MonitorResult, path: Path) -> None:
 
     info = gauge("window_info", "The monitored model and window of the latest run", ("model", "start", "end"))
     info.labels(result.model, result.start, result.end).set(1)
-    feature = gauge(
-        "feature_psi", "Population Stability Index of a feature against the training reference", ("feature",)
-    )
-    for name, value in zip(result.drift["feature"], result.drift["psi"], strict=True):
-        feature.labels(name).set(value)
-    gauge("drifted_features", "Features at or above the PSI threshold").set(len(result.drifted_features))
+    feature = gauge("feature_psi", "Population Stability Index of a feature against its reference", ("feature",))
+    threshold = gauge("feature_psi_threshold", "The PSI at which a feature counts as drifted", ("feature",))
+    for row in result.drift.itertuples():
+        feature.labels(row.feature).set(row.psi)
+        threshold.labels(row.feature).set(row.threshold)
+    gauge("drifted_features", "Features at or above their PSI thresholds").set(len(result.drifted_features))
     if result.prediction_psi is not None:
         gauge("prediction_psi", "PSI of the predictions against the reference's").set(result.prediction_psi)
     gauge("logged_rows", "Logged rows in the window").set(result.rows_logged)
@@ -301,8 +306,9 @@ def summary(result: MonitorResult) -> str:
     named = ", ".join(f"{row.feature} {row.psi:.2f}" for row in drifted.itertuples()) or "none"
     lines = [
         f"monitor {result.model} {result.start}..{result.end}: {result.rows_logged} logged rows",
-        f"  drift: {len(drifted)} of {len(result.drift)} features at PSI >= {result.thresholds.feature_psi} ({named}); "
+        f"  drift: {len(drifted)} of {len(result.drift)} features at or over their PSI thresholds ({named}); "
         f"prediction PSI {result.prediction_psi}",
+        f"  reference: {result.reference_note}; {result.calibration_note}",
     ]
     if result.performance is None:
         lines.append("  error: no actuals in the window yet")

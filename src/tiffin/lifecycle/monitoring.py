@@ -1,11 +1,11 @@
 """Monitoring a model in production: input drift, prediction drift and, once actuals arrive, its error.
 
-Drift is the Population Stability Index (PSI) of each feature between the model's training reference
-and the logged inputs of a time window: numeric features are binned at the reference's deciles,
-categorical ones by category (a missing value is a category of its own). PSI >= 0.2 is the usual
-"significant shift". Prediction drift is the PSI of the logged predictions against the model's own
-predictions on its reference rows. Where the target has arrived in the source table, logged
-predictions are joined to it by `row_key` and scored per model and role (champion vs challenger)
+Drift is the Population Stability Index (PSI, `drift`) of each feature between the model's reference
+(`drift_reference`: its training rows, or those rows following the calendar, by `monitor.reference`) and
+the logged inputs of a time window, judged at each feature's calibrated threshold (`calibration`) or,
+for an uncalibrated model, at `monitor.feature_psi`. Prediction drift is the PSI of the logged
+predictions against the model's own predictions on its reference rows. Where the target has arrived in the
+source table, logged predictions are joined to it by `row_key` and scored per model and role (champion vs challenger)
 and per evaluation slice. `run` writes the dashboard, metrics.json and a Prometheus text file.
 """
 
@@ -24,73 +24,15 @@ from tiffin.core.contract import Contract
 from tiffin.core.params import Monitor as Thresholds
 from tiffin.core.spec import DatasetSpec
 from tiffin.features import logged as prediction_log
+from tiffin.lifecycle import drift_reference
+from tiffin.lifecycle.calibration import Calibration
+from tiffin.lifecycle.drift import drift_table, numeric_psi
 from tiffin.modeling.evaluation import regression_metrics, segments
 from tiffin.storage import predlog
 from tiffin.storage.database import read_window
 from tiffin.storage.modelstore import LoadedModel
 
-PSI_EPSILON = 1e-4  # stands in for an empty bin's share, so one empty bin does not make PSI infinite
-# Numbers that went through a database or JSON may differ in the last digits: binning at 8 decimals means
-# a value on a decile edge (common in coarse data, e.g. wind speed) falls in the same bin in both.
-BIN_DECIMALS = 8
-MISSING = "<missing>"
 EXIT_CROSSED = exitcodes.ALARM
-
-
-# -- the statistic -----------------------------------------------------------------------------
-
-
-def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = PSI_EPSILON) -> float:
-    """PSI of two distributions given as bin shares: sum((a - e) * ln(a / e)); empty bins count as epsilon."""
-    e = np.maximum(np.asarray(expected, dtype="float64"), epsilon)
-    a = np.maximum(np.asarray(actual, dtype="float64"), epsilon)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-def decile_edges(reference: pd.Series) -> np.ndarray:
-    """Inner bin edges: the reference's deciles, duplicates dropped (the outer bins are open-ended)."""
-    values = _numbers(reference)
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return np.array([])
-    return np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
-
-
-def _numbers(values: pd.Series) -> np.ndarray:
-    return np.round(pd.to_numeric(values, errors="coerce").astype("float64").to_numpy(), BIN_DECIMALS)
-
-
-def _bin_shares(values: pd.Series, edges: np.ndarray) -> np.ndarray:
-    """Shares per bin (x <= edge falls left of it), with missing values as one more bin at the end."""
-    numbers = _numbers(values)
-    present = ~np.isnan(numbers)
-    codes = np.searchsorted(edges, numbers[present], side="left")
-    counts = np.append(np.bincount(codes, minlength=len(edges) + 1), (~present).sum())
-    return counts / max(len(numbers), 1)
-
-
-def numeric_psi(reference: pd.Series, current: pd.Series) -> float:
-    if current.empty:  # nothing to compare: unknown, not "no drift"
-        return float("nan")
-    edges = decile_edges(reference)
-    return psi(_bin_shares(reference, edges), _bin_shares(current, edges))
-
-
-def _labels(values: pd.Series) -> pd.Series:
-    return values.astype(object).where(values.notna(), MISSING).astype(str)
-
-
-def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
-    """PSI over the categories of both samples: one never seen in training counts fully as drift."""
-    if current.empty:
-        return float("nan")
-    expected = _labels(reference).value_counts(normalize=True)
-    actual = _labels(current).value_counts(normalize=True)
-    categories = expected.index.union(actual.index)
-    return psi(
-        expected.reindex(categories, fill_value=0).to_numpy(), actual.reindex(categories, fill_value=0).to_numpy()
-    )
-
 
 # -- thresholds --------------------------------------------------------------------------------
 
@@ -102,25 +44,6 @@ class ThresholdCheck:
     threshold: float
     crossed: bool
     note: str = ""
-
-
-# -- drift -------------------------------------------------------------------------------------
-
-
-def drift_table(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, threshold: float) -> pd.DataFrame:
-    """PSI of each numeric and categorical feature, history features included (logged with each prediction).
-    Date features are left out: time always moves on."""
-    history = [name for name in spec.history_columns if name in reference and name in current]
-    records = [
-        {"feature": name, "kind": kind, "psi": round(measure(reference[name], current[name]), 4)}
-        for kind, names, measure in (
-            ("numeric", [*spec.features.numeric, *history], numeric_psi),
-            ("categorical", spec.features.categorical, categorical_psi),
-        )
-        for name in names
-    ]
-    table = pd.DataFrame.from_records(records, columns=["feature", "kind", "psi"])
-    return table.assign(drifted=table["psi"] >= threshold)
 
 
 # -- the window's log and actuals -------------------------------------------------------------
@@ -241,6 +164,9 @@ class MonitorResult:
     window_predictions: np.ndarray = field(default_factory=lambda: np.array([]))
     target_label: str = "target"  # the spec's description of its target, for charts
     folder: Path | None = None  # where monitor_report.write put it
+    prediction_threshold: float = 0.2  # calibrated, else monitor.prediction_psi
+    reference_note: str = ""  # which reference the window was compared with
+    calibration_note: str = ""  # whose thresholds judged it
 
     @property
     def crossed(self) -> list[str]:
@@ -280,11 +206,11 @@ def _judge(result: MonitorResult) -> list[ThresholdCheck]:
     few = f"only {rows} logged rows (min_rows {t.min_rows}): not judged" if rows < t.min_rows else ""
     drifted, pred = len(result.drifted_features), result.prediction_psi
     too_many = not few and drifted > t.max_drifted_features
-    shifted = bool(not few and pred is not None and pred >= t.prediction_psi)
+    shifted = bool(not few and pred is not None and pred >= result.prediction_threshold)
     return [
         ThresholdCheck("drifted_features", drifted, t.max_drifted_features, too_many,
-                       few or f"{drifted} features at PSI >= {t.feature_psi}"),
-        ThresholdCheck("prediction_psi", pred, t.prediction_psi, shifted,
+                       few or f"{drifted} features at or over their PSI thresholds"),
+        ThresholdCheck("prediction_psi", pred, result.prediction_threshold, shifted,
                        few or ("" if pred is not None else "no logged predictions of this model")),
         _mae_check(result),
     ]  # fmt: skip
@@ -311,6 +237,25 @@ def _monitored_rows(logged: pd.DataFrame, model: str) -> tuple[pd.DataFrame, pd.
     return inputs, logged[logged["model"] == model]
 
 
+def calibration_for(
+    calibration: Calibration | None, settings: Thresholds, start: str, end: str
+) -> tuple[Calibration | None, str]:
+    """The calibration that may judge this window, and what the report says of it."""
+    if calibration is None:
+        return None, f"not calibrated (`tiffin monitor calibrate`): every feature at PSI {settings.feature_psi}"
+    if not calibration.fits(settings):
+        return None, (f"the model's calibration ({calibration.reference}, {calibration.window_days}-day windows, "
+                      f"{calibration.alarms_per_quarter} alarms per quarter) is not for these settings "
+                      f"({settings.reference}, {settings.window_days}, {settings.alarms_per_quarter}): "
+                      f"every feature at PSI {settings.feature_psi}; run `tiffin monitor calibrate`")  # fmt: skip
+    note = (f"thresholds calibrated on {calibration.windows} training windows of {calibration.window_days} days "
+            f"for {calibration.alarms_per_quarter} false alarm(s) per feature per quarter")  # fmt: skip
+    days = (pd.Timestamp(end) - pd.Timestamp(start)).days + 1
+    if not 0.5 <= days / calibration.window_days <= 2:
+        note += f"; this window is {days} days, so its false-alarm rate differs"
+    return calibration, note
+
+
 def judge_window(
     reference: pd.DataFrame,
     logged: pd.DataFrame,
@@ -322,18 +267,25 @@ def judge_window(
     end: str,
     thresholds: Thresholds,
     test_mae: float | None = None,
+    calibration: Calibration | None = None,
 ) -> MonitorResult:
-    """Judge one window: reference rows (with `prediction`), log rows (`features.logged.read`), actuals."""
+    """Judge one window: reference rows (with `prediction`), log rows (`features.logged.read`), actuals; at
+    the calibrated thresholds where `calibration` fits the settings."""
     inputs, predicted = _monitored_rows(logged, model)
     window_predictions = predicted["prediction"].to_numpy(dtype="float64")
+    against = drift_reference.build(reference, inputs, spec, thresholds.reference, thresholds.min_rows)
+    calibration, calibration_note = calibration_for(calibration, thresholds, start, end)
     result = MonitorResult(
         model=model, start=start, end=end, thresholds=thresholds, rows_logged=len(inputs),
-        drift=drift_table(reference, inputs, spec, thresholds.feature_psi),
-        prediction_psi=round(numeric_psi(reference["prediction"], pd.Series(window_predictions)), 4)
-        if len(window_predictions) else None,
+        drift=drift_table(against.rows, inputs, spec, thresholds.feature_psi, against.weights,
+                          calibration.thresholds if calibration else None),
+        prediction_psi=round(numeric_psi(against.rows["prediction"], pd.Series(window_predictions),
+                                         against.weights), 4) if len(window_predictions) else None,
         performance=performance(logged, truth, spec), test_mae=test_mae,
-        reference_predictions=reference["prediction"].to_numpy(dtype="float64"), window_predictions=window_predictions,
-        target_label=spec.target_label,
+        reference_predictions=against.used["prediction"].to_numpy(dtype="float64"),
+        window_predictions=window_predictions, target_label=spec.target_label,
+        prediction_threshold=calibration.prediction["threshold"] if calibration else thresholds.prediction_psi,
+        reference_note=against.note, calibration_note=calibration_note,
     )  # fmt: skip
     result.checks = _judge(result)
     return result
@@ -348,4 +300,5 @@ def monitor(
     return judge_window(
         model.reference(), read_log(engine, spec, start, end), actuals(engine, spec, start, end), spec,
         model=model.tag, start=start, end=end, thresholds=thresholds or Thresholds(), test_mae=test_mae,
+        calibration=Calibration.load(model.calibration_file),
     )  # fmt: skip

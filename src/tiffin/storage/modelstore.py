@@ -31,6 +31,7 @@ from tiffin.storage import settings
 MODEL_FILE = "model.joblib"
 SPEC_FILE = "spec.yaml"
 REFERENCE_FILE = "reference.parquet"  # training rows and the model's predictions: monitoring's reference
+CALIBRATION_FILE = "drift_thresholds.json"  # monitoring's thresholds, calibrated on the reference (may be absent)
 
 __all__ = ["MODEL_FILE", "SPEC_FILE", "LoadedModel", "ModelStore", "NotFound", "content_version", "from_store"]
 
@@ -48,6 +49,11 @@ class LoadedModel:
         if not (self.path / REFERENCE_FILE).exists():
             raise FileNotFoundError(f"{self.tag} was registered without a reference sample: re-register it")
         return pd.read_parquet(self.path / REFERENCE_FILE)
+
+    @property
+    def calibration_file(self) -> Path:
+        """Where `tiffin monitor calibrate` puts this model's drift thresholds (in its folder of the store)."""
+        return self.path / CALIBRATION_FILE
 
 
 def content_version(model_file: str | Path) -> str:

@@ -25,6 +25,7 @@ SLICE_METRICS = Path("eval/slices.json")  # evaluate: per slice and segment, apa
 SERIES_METRICS = Path("eval/series.json")  # evaluate: one verdict per series (specs with `series`)
 PLOTS = Path("eval/plots")
 REGISTRATION = Path("models/registration.json")  # register: the tag the pipeline stored
+DRIFT_THRESHOLDS = Path("eval/drift_thresholds.json")  # calibrate: the registered model's drift thresholds
 BLESSING = Path("eval/blessing.json")  # bless: the gate's latest decision
 CHAMPION = Path("models/champion.json")  # which model serves: state kept in git, neither dep nor out
 MODEL_STORE = Path(".bentoml")  # the project's BentoML home, unless BENTOML_HOME says otherwise

@@ -1,0 +1,200 @@
+"""`make bench` (drift part): false alarms on healthy data, and detection of injected feed faults.
+
+The setting of the replay (`tiffin simulate` over the test year): the model's reference is the rows before
+the replayed year (here: the pipeline's canonical rows, history features included, before `--start`), the
+thresholds are calibrated on them (`monitor` params: reference, window size, target rate), and the replayed
+year is cut into consecutive monitoring windows of `window_days`.
+
+- False alarms: per feature, the windows of the healthy year whose PSI reaches the feature's threshold,
+  counted per quarter, for each reference kind (the training reference at the flat 0.2 is today's monitor).
+- Detection: `--cases` faults from a random hour of the year (fixed seed), each kept until the end of the
+  data: a unit change of a numeric feature (x 1/3.6, as km/h read as m/s; rows then out of the contract's
+  range are refused by it and never reach the log), a relabelled category (the most common label sent as
+  the second most common), a stuck value (the feature's value at the fault hour, from then on). A case is
+  detected when its feature is flagged in the first window that holds >= 24 faulty hours.
+
+Writes reports/drift/{false_alarms.csv, detection.csv, summary.json, summary.md, chart.png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tiffin.core.contract import Contract
+from tiffin.core.params import Monitor
+from tiffin.core.spec import DatasetSpec, load_spec
+from tiffin.lifecycle import drift_reference
+from tiffin.lifecycle.calibration import calibrate
+from tiffin.lifecycle.drift import drift_table
+from tiffin.storage import paths
+from tiffin.storage.files import read_parquet
+from tiffin.storage.settings import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports/drift"
+FAULTS = ("unit_change", "relabel", "stuck")
+UNIT_FACTOR = 1 / 3.6
+MIN_FAULTY_HOURS = 24
+
+
+def canonical_rows(spec: DatasetSpec) -> pd.DataFrame:
+    """Every canonical row of the pipeline (train, validation, test), in time order, with its event time."""
+    rows = pd.concat([read_parquet(path) for path in paths.SPLITS.values()], ignore_index=True)
+    rows = rows.assign(prediction=0.0, _time=pd.to_datetime(spec.event_time(rows)))
+    return rows.sort_values("_time", ignore_index=True)
+
+
+def monitoring_windows(times: pd.Series, start: pd.Timestamp, days: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Consecutive windows of `days` from `start` to the last row (a last stub under half a window joins the one
+    before, as `tiffin simulate` does)."""
+    edges = list(pd.date_range(start, times.max() + pd.Timedelta(hours=1), freq=f"{days}D"))
+    if (times.max() - edges[-1]).days < days // 2 and len(edges) > 1:
+        edges.pop()
+    ends = [*edges[1:], times.max() + pd.Timedelta(hours=1)]
+    return list(zip(edges, ends, strict=True))
+
+
+def judge(reference: pd.DataFrame, window: pd.DataFrame, spec: DatasetSpec, settings: Monitor,
+          thresholds: dict[str, float] | None) -> pd.DataFrame:  # fmt: skip
+    against = drift_reference.build(reference, window, spec, settings.reference, settings.min_rows)
+    return drift_table(against.rows, window, spec, settings.feature_psi, against.weights, thresholds)
+
+
+def false_alarms(reference: pd.DataFrame, year: pd.DataFrame, spec: DatasetSpec, settings: Monitor,
+                 thresholds: dict[str, float] | None, windows: list) -> pd.DataFrame:  # fmt: skip
+    """One row per (window, feature): its PSI, threshold and whether it alarmed."""
+    frames = []
+    for start, end in windows:
+        window = year[(year["_time"] >= start) & (year["_time"] < end)]
+        table = judge(reference, window, spec, settings, thresholds)
+        frames.append(table.assign(start=start, quarter=f"{start.year}Q{start.quarter}"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def feed_features(spec: DatasetSpec) -> dict[str, list[str]]:
+    """The features a feed sends (not the event time's own columns, not history: those are computed)."""
+    timing = {spec.timestamp.column, spec.timestamp.hour}
+    return {"numeric": [n for n in spec.features.numeric if n not in timing], "categorical": spec.features.categorical}
+
+
+def inject(year: pd.DataFrame, case: dict, contract: Contract, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.Series]:
+    """The year with the case's fault from its hour on, less the rows the contract then refuses (the batch
+    keeps those in prediction_rejects, with the field and rule: they never reach the log); and their times."""
+    faulty = year["_time"] >= case["hour"]
+    name, changed = case["feature"], year.copy()
+    if case["fault"] == "unit_change":
+        changed.loc[faulty, name] = changed.loc[faulty, name] * UNIT_FACTOR
+    elif case["fault"] == "stuck":
+        changed.loc[faulty, name] = changed.loc[faulty, name].iloc[0]
+    else:
+        common = year[name].value_counts().index
+        changed.loc[faulty & (year[name] == common[0]), name] = common[1]
+    sent = changed.loc[faulty, spec.input_columns]
+    refused = contract.validate(sent, serving=True).rejects["row"].unique()
+    return changed.drop(index=sent.index[refused]), changed.loc[sent.index[refused], "_time"]
+
+
+def cases(year: pd.DataFrame, spec: DatasetSpec, count: int, seed: int) -> list[dict]:
+    """`count` faults, kinds in turn, features and hours drawn at random (the last 24 hours excluded)."""
+    random, features = np.random.default_rng(seed), feed_features(spec)
+    hours = year["_time"][year["_time"] <= year["_time"].max() - pd.Timedelta(hours=MIN_FAULTY_HOURS)]
+    drawn = []
+    for number in range(count):
+        fault = FAULTS[number % len(FAULTS)]
+        pool = features["categorical" if fault == "relabel" else "numeric"]
+        drawn.append({"case": number, "fault": fault, "feature": str(random.choice(pool)),
+                      "hour": pd.Timestamp(hours.iloc[random.integers(len(hours))])})  # fmt: skip
+    return drawn
+
+
+def detection(reference: pd.DataFrame, year: pd.DataFrame, spec: DatasetSpec, settings: Monitor,
+              thresholds: dict[str, float] | None, windows: list, drawn: list[dict]) -> pd.DataFrame:  # fmt: skip
+    contract, records = Contract(spec), []
+    for case in drawn:
+        changed, refused = inject(year, case, contract, spec)
+        start, end = next((s, e) for s, e in windows if (e - max(s, case["hour"])) >= pd.Timedelta(hours=24))
+        window = changed[(changed["_time"] >= start) & (changed["_time"] < end)]
+        row = judge(reference, window, spec, settings, thresholds).set_index("feature").loc[case["feature"]]
+        refused_here = int(((refused >= start) & (refused < end)).sum())
+        by = "drift" if row["drifted"] else "contract" if refused_here >= MIN_FAULTY_HOURS else ""
+        records.append({**case, "window_start": start, "faulty_hours": int((window["_time"] >= case["hour"]).sum()),
+                        "refused_by_contract": refused_here, "window_rows": len(window), "psi": row["psi"],
+                        "threshold": row["threshold"], "detected_by": by, "detected": bool(by)})  # fmt: skip
+    return pd.DataFrame.from_records(records)
+
+
+def chart(alarms: dict[str, pd.DataFrame], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(alarms)
+    per_quarter = pd.DataFrame({name: frame.groupby(["feature", "quarter"])["drifted"].sum().groupby("feature").max()
+                                for name, frame in alarms.items()})  # fmt: skip
+    axes = per_quarter.plot.barh(figsize=(9, 0.32 * len(per_quarter) * len(names) / 2 + 2), width=0.8)
+    axes.axvline(1, color="black", linestyle="--", label="goal: at most 1 per quarter")
+    axes.set_xlabel("most alarms of the feature in one quarter (healthy data)")
+    axes.set_title("False drift alarms over the replayed year, per reference")
+    axes.legend(fontsize=8)
+    axes.figure.tight_layout()
+    axes.figure.savefig(path, dpi=110)
+    plt.close(axes.figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", default="2012-01-01", help="First day of the replayed year.")
+    parser.add_argument("--cases", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="Override `monitor` params.")
+    args = parser.parse_args()
+    params = load_params(ROOT / paths.PARAMS)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    spec, tuned = load_spec(ROOT / params["spec"]), Monitor.from_params({**params.get("monitor", {}), **overrides})
+    rows, start = canonical_rows(spec), pd.Timestamp(args.start)
+    reference, year = rows[rows["_time"] < start], rows[rows["_time"] >= start]
+    windows = monitoring_windows(year["_time"], start, tuned.window_days)
+    flat = tuned.model_copy(update={"reference": "training"})
+    calibration = calibrate(reference, spec, tuned, "reference")
+    alarms = {"training, flat threshold": false_alarms(reference, year, spec, flat, None, windows),
+              f"{tuned.reference}, calibrated": false_alarms(reference, year, spec, tuned, calibration.thresholds,
+                                                             windows)}  # fmt: skip
+    detected = detection(reference, year, spec, tuned, calibration.thresholds, windows,
+                         cases(year, spec, args.cases, args.seed))  # fmt: skip
+    write(args.out, alarms, detected, calibration.thresholds, tuned)
+
+
+def write(out: Path, alarms: dict[str, pd.DataFrame], detected: pd.DataFrame, thresholds: dict[str, float],
+          tuned: Monitor) -> None:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat([frame.assign(setting=name) for name, frame in alarms.items()]).to_csv(out / "false_alarms.csv",
+                                                                                    index=False)  # fmt: skip
+    detected.to_csv(out / "detection.csv", index=False)
+    chart(alarms, out / "chart.png")
+    summary = {
+        "window_days": tuned.window_days, "alarms_per_quarter_target": tuned.alarms_per_quarter,
+        "false_alarms": {name: {"windows": int(frame["start"].nunique()), "alarms": int(frame["drifted"].sum()),
+                                "most_per_feature_per_quarter": int(frame.groupby(["feature", "quarter"])["drifted"]
+                                                                    .sum().max()),
+                                "features_over_one_per_quarter": sorted(set(frame.groupby(["feature", "quarter"])
+                                    ["drifted"].sum().loc[lambda s: s > 1].index.get_level_values(0)))}
+                         for name, frame in alarms.items()},
+        "detection": {"cases": len(detected), "detected": int(detected["detected"].sum()),
+                      "rate": round(float(detected["detected"].mean()), 4),
+                      "by_fault": detected.groupby("fault")["detected"].mean().round(3).to_dict(),
+                      "by_detector": detected["detected_by"].replace("", "missed").value_counts().to_dict()},
+        "thresholds": thresholds,
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Drift thresholds calibrated on the model's own training period, at a chosen false-alarm rate.
+
+PSI >= 0.2 is a convention, not a property of a feed: a feature whose weather swings from week to week
+crosses it on healthy data, a steady one never comes near it. So `calibrate` replays the training
+period in windows of the monitoring size (sliding by a quarter of it), compares each window with the
+reference it would get in production (`monitor.reference`, built from the reference rows outside the
+window and its neighbouring windows, so that no window is compared with itself), and puts each
+feature's threshold at the PSI that healthy windows cross at the target rate: `alarms_per_quarter`
+alarms per feature per quarter, i.e. a share `alarms_per_quarter * window_days / 91.3` of windows.
+A threshold is never below `feature_psi` (the prediction's never below `prediction_psi`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tiffin.core.params import Monitor
+from tiffin.core.spec import DatasetSpec
+from tiffin.lifecycle import drift_reference
+from tiffin.lifecycle.drift import drift_features, feature_psi, numeric_psi
+from tiffin.storage.modelstore import LoadedModel
+
+DAYS_PER_QUARTER = 365.25 / 4
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-feature thresholds, and how they were found (what monitoring reports and checks)."""
+
+    model: str
+    reference: str
+    window_days: int
+    alarms_per_quarter: float
+    quantile: float  # the share of healthy windows below each threshold
+    floor: float  # monitor.feature_psi: no threshold is lower
+    windows: int  # how many training windows were replayed
+    features: dict[str, dict[str, float]]  # feature -> threshold, median, p90, max of its PSI over the windows
+    prediction: dict[str, float]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {name: stats["threshold"] for name, stats in self.features.items()}
+
+    def fits(self, settings: Monitor) -> bool:
+        """Calibrated for this reference kind and target rate (a changed setting needs a new calibration)."""
+        return (self.reference, self.window_days, self.alarms_per_quarter, self.floor) == (
+            settings.reference, settings.window_days, settings.alarms_per_quarter, settings.feature_psi
+        )  # fmt: skip
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration | None:
+        return cls(**json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
+
+
+def windows(moments: pd.Series, window_days: int) -> list[pd.Timestamp]:
+    """Starts of the whole windows inside the span of `moments`, a quarter of a window apart."""
+    first, last = moments.min().normalize(), moments.max()
+    stride = pd.Timedelta(days=max(1, -(-window_days // 4)))
+    starts = pd.date_range(first, last - pd.Timedelta(days=window_days) + pd.Timedelta(hours=1), freq=stride)
+    return list(starts)
+
+
+def target_quantile(settings: Monitor) -> float:
+    """The share of healthy windows a threshold lets through."""
+    return float(np.clip(1 - settings.alarms_per_quarter * settings.window_days / DAYS_PER_QUARTER, 0.0, 1.0))
+
+
+def window_psis(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor) -> pd.DataFrame:
+    """PSI of every feature and of the predictions, per training window (one row per window)."""
+    moments = pd.to_datetime(spec.event_time(reference)).reset_index(drop=True)
+    reference = reference.reset_index(drop=True)
+    width = pd.Timedelta(days=settings.window_days)
+    features = drift_features(spec, reference)
+    records = []
+    for start in windows(moments, settings.window_days):
+        inside = ((moments >= start) & (moments < start + width)).to_numpy()
+        # Left out: the window and a window's width on each side (neighbouring days are alike).
+        outside = ((moments < start - width) | (moments >= start + 2 * width)).to_numpy()
+        if inside.sum() < settings.min_rows or outside.sum() < settings.min_rows:
+            continue
+        window, rest = reference[inside], reference[outside]
+        against = drift_reference.build(rest, window, spec, settings.reference, settings.min_rows)
+        if not np.any(against.weights > 0):
+            continue
+        weights = against.weights
+        record: dict[str, Any] = {"start": start}
+        for name, kind in features:
+            record[name] = feature_psi(kind, against.rows[name], window[name], weights)
+        record[PREDICTION] = numeric_psi(against.rows[PREDICTION], window[PREDICTION], weights)
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _stats(values: pd.Series, quantile: float, floor: float) -> dict[str, float]:
+    values = values.dropna()
+    return {
+        "threshold": round(max(floor, float(np.quantile(values, quantile, method="higher"))), 4),
+        "median": round(float(values.median()), 4),
+        "p90": round(float(values.quantile(0.9)), 4),
+        "max": round(float(values.max()), 4),
+    }
+
+
+def calibrate(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor, model: str) -> Calibration:
+    """Thresholds for `model` from its reference rows (raises ValueError when the rows span no whole window)."""
+    table = window_psis(reference, spec, settings)
+    if table.empty:
+        raise ValueError(
+            f"the reference rows of {model} hold no {settings.window_days}-day window with at least "
+            f"{settings.min_rows} rows and as many outside it: too short a history to calibrate on"
+        )
+    quantile = target_quantile(settings)
+    features = {name: _stats(table[name], quantile, settings.feature_psi)
+                for name in table.columns if name not in ("start", PREDICTION)}  # fmt: skip
+    return Calibration(
+        model=model, reference=settings.reference, window_days=settings.window_days,
+        alarms_per_quarter=settings.alarms_per_quarter, quantile=round(quantile, 4), floor=settings.feature_psi,
+        windows=len(table),
+        features=features, prediction=_stats(table[PREDICTION], quantile, settings.prediction_psi),
+    )  # fmt: skip
+
+
+def calibrate_model(model: LoadedModel, settings: Monitor) -> Calibration:
+    """Calibrate a stored model on its reference rows and keep the thresholds in its folder of the store,
+    where `tiffin monitor` reads them."""
+    found = calibrate(model.reference(), model.spec, settings, model.tag)
+    found.save(model.calibration_file)
+    return found
+
+
+def summary(calibration: Calibration, where: Path) -> str:
+    """A few lines for the terminal: the thresholds that differ from the floor, and where they are."""
+    raised = {name: t for name, t in calibration.thresholds.items() if t > calibration.floor}
+    named = ", ".join(f"{name} {value:g}" for name, value in sorted(raised.items(), key=lambda kv: -kv[1]))
+    return "\n".join([
+        f"calibrated {calibration.model}: {calibration.windows} training windows of {calibration.window_days} days "
+        f"against the {calibration.reference} reference, for {calibration.alarms_per_quarter} false alarm(s) per "
+        f"feature per quarter (the {calibration.quantile:.0%} quantile of healthy windows' PSI)",
+        f"  thresholds over the floor {calibration.floor:g}: {named or 'none'}",
+        f"  prediction PSI threshold {calibration.prediction['threshold']:g}",
+        f"thresholds: {where}",
+    ])  # fmt: skip

@@ -1,0 +1,152 @@
+"""Seasonal drift references and calibrated thresholds, on the example's real hours (2011 as the training
+reference, 2012 as production) with a synthetic seasonal feature where the truth must be known exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiffin.core.contract import Contract
+from tiffin.core.params import Monitor
+from tiffin.core.spec import DatasetSpec
+from tiffin.lifecycle import drift_reference
+from tiffin.lifecycle.calibration import Calibration, calibrate, target_quantile, window_psis
+from tiffin.lifecycle.drift import numeric_psi
+from tiffin.lifecycle.monitoring import judge_window
+
+SEASONAL = "temp"  # replaced by a pure annual cycle plus noise: its only drift is the calendar
+
+
+@pytest.fixture(scope="module")
+def hours(bike_spec: DatasetSpec, bike_raw: pd.DataFrame) -> pd.DataFrame:
+    """Both years, canonical, with the seasonal feature and a `prediction` (the reference carries one)."""
+    rows = Contract(bike_spec).validate(bike_raw).valid.reset_index(drop=True)
+    day = pd.to_datetime(rows["dteday"]).dt.dayofyear.to_numpy()
+    noise = np.random.default_rng(0).normal(0, 2, len(rows))
+    return rows.assign(**{SEASONAL: 15 - 10 * np.cos(2 * np.pi * (day - 15) / 365) + noise, "prediction": noise})
+
+
+def _days(frame: pd.DataFrame, first: str, last: str) -> pd.DataFrame:
+    return frame[(frame["dteday"] >= first) & (frame["dteday"] <= last)]
+
+
+@pytest.fixture(scope="module")
+def training(hours: pd.DataFrame) -> pd.DataFrame:
+    return _days(hours, "2011-01-01", "2011-12-31")
+
+
+@pytest.fixture(scope="module")
+def july(hours: pd.DataFrame) -> pd.DataFrame:
+    return _days(hours, "2012-07-02", "2012-07-29")
+
+
+def test_the_profile_gives_each_hour_of_week_and_season_cell_the_windows_share(
+    training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec
+) -> None:
+    against = drift_reference.build(training, july, bike_spec, "profile")
+    assert against.kind == "profile" and against.weights.sum() == pytest.approx(1)
+    reference_cells = drift_reference.cells(pd.to_datetime(bike_spec.event_time(against.rows)))
+    window_cells = drift_reference.cells(pd.to_datetime(bike_spec.event_time(july)))
+    weighed = pd.Series(against.weights).groupby(reference_cells).sum()
+    expected = pd.Series(window_cells).value_counts(normalize=True)
+    pd.testing.assert_series_equal(weighed[weighed > 0].sort_index(), expected.sort_index(), check_names=False)
+    assert set(pd.to_datetime(against.used["dteday"]).dt.month) == {6, 7, 8}  # summer rows only
+
+
+def test_a_summer_window_drifts_against_the_whole_year_but_not_against_a_seasonal_reference(
+    training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec
+) -> None:
+    whole = numeric_psi(training[SEASONAL], july[SEASONAL])
+    seasonal = {
+        kind: numeric_psi(against.rows[SEASONAL], july[SEASONAL], against.weights)
+        for kind in ("profile", "year_ago")
+        for against in [drift_reference.build(training, july, bike_spec, kind)]
+    }
+    assert whole > 1  # the calendar, not the feed
+    # The same days a year earlier match; a three-month season is coarser (July is its warmest month).
+    assert seasonal["year_ago"] < 0.05 and seasonal["profile"] < whole / 10, (whole, seasonal)
+
+
+def test_year_ago_uses_the_same_days_a_year_earlier_and_says_when_history_is_too_short(
+    training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec
+) -> None:
+    against = drift_reference.build(training, july, bike_spec, "year_ago")
+    used = pd.to_datetime(against.used["dteday"])
+    assert (
+        against.kind == "year_ago"
+        and used.min() >= pd.Timestamp("2011-07-02")
+        and used.max() <= pd.Timestamp("2011-07-29")
+    )
+    assert "2011-07-02 to 2011-07-29" in against.note
+    short = drift_reference.build(_days(training, "2011-09-01", "2011-12-31"), july, bike_spec, "year_ago")
+    assert short.kind == "profile" and "fewer than 100 rows a year before" in short.note
+
+
+@pytest.fixture(scope="module")
+def settings() -> Monitor:
+    return Monitor(reference="profile", window_days=28, alarms_per_quarter=1.0, feature_psi=0.2)
+
+
+@pytest.fixture(scope="module")
+def calibrated(training: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor) -> Calibration:
+    return calibrate(training, bike_spec, settings, "bike:test")
+
+
+def test_each_threshold_sits_at_the_target_quantile_of_healthy_windows_never_below_the_floor(
+    calibrated: Calibration, training: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    table = window_psis(training, bike_spec, settings)
+    assert calibrated.windows == len(table) > 30
+    assert calibrated.quantile == pytest.approx(target_quantile(settings), abs=1e-4)
+    for name, threshold in calibrated.thresholds.items():
+        at_quantile = np.quantile(table[name].dropna(), calibrated.quantile, method="higher")
+        assert threshold == pytest.approx(max(0.2, at_quantile), abs=1e-4), name
+    assert min(calibrated.thresholds.values()) >= 0.2
+    # Healthy windows of the training year cross their thresholds at most at the target rate.
+    crossed = (table[list(calibrated.thresholds)] >= pd.Series(calibrated.thresholds)).mean()
+    assert (crossed <= 1 - calibrated.quantile + 1e-9).all(), crossed
+
+
+def test_calibrated_thresholds_silence_healthy_seasons_of_the_next_year(
+    calibrated: Calibration, training: pd.DataFrame, hours: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    """The seasonal feature over 2012 in four-week windows: flat 0.2 against the whole year rings nearly
+    always; the profile at its calibrated threshold at most once a quarter."""
+    flat, tuned = 0, 0
+    for start in pd.date_range("2012-01-02", "2012-12-03", freq="28D"):
+        window = _days(hours, start, start + pd.Timedelta(days=27))
+        flat += numeric_psi(training[SEASONAL], window[SEASONAL]) >= 0.2
+        against = drift_reference.build(training, window, bike_spec, "profile")
+        tuned += (
+            numeric_psi(against.rows[SEASONAL], window[SEASONAL], against.weights) >= calibrated.thresholds[SEASONAL]
+        )
+    assert flat >= 10 and tuned <= 4, (flat, tuned)
+
+
+def test_the_calibration_judges_only_windows_of_the_settings_it_was_made_for(
+    calibrated: Calibration, training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    logged = july.assign(model="m", role="champion", row_key=range(len(july)), event_time=july["dteday"])
+    truth = pd.DataFrame({"row_key": pd.Series(dtype=object), "actual": pd.Series(dtype="float64")})
+    window = {"model": "m", "start": "2012-07-02", "end": "2012-07-29"}
+    judged = judge_window(training, logged, truth, bike_spec, thresholds=settings, calibration=calibrated, **window)
+    thresholds = judged.drift.set_index("feature")["threshold"]
+    assert thresholds.to_dict() == {name: calibrated.thresholds[name] for name in thresholds.index}
+    assert judged.prediction_threshold == calibrated.prediction["threshold"]
+    assert "calibrated on" in judged.calibration_note and "profile" in judged.reference_note
+    other = settings.model_copy(update={"alarms_per_quarter": 2.0})
+    flat = judge_window(training, logged, truth, bike_spec, thresholds=other, calibration=calibrated, **window)
+    assert set(flat.drift["threshold"]) == {0.2} and "not for these settings" in flat.calibration_note
+    short = judge_window(training, logged.head(72), truth, bike_spec, thresholds=settings, calibration=calibrated,
+                         model="m", start="2012-07-02", end="2012-07-04")  # fmt: skip
+    assert "this window is 3 days" in short.calibration_note
+
+
+def test_a_calibration_survives_its_file_and_too_short_a_history_is_refused(
+    calibrated: Calibration, training: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor, tmp_path
+) -> None:
+    assert Calibration.load(calibrated.save(tmp_path / "t.json")) == calibrated
+    assert Calibration.load(tmp_path / "absent.json") is None
+    with pytest.raises(ValueError, match="too short a history"):
+        calibrate(_days(training, "2011-03-01", "2011-03-31"), bike_spec, settings, "bike:test")
