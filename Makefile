@@ -76,12 +76,13 @@ bento: repro
 	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --quiet -o service/requirements.txt
 	bentoml build
 
-## bench: the API vs a no-op service and the stock pipeline (wrk + Locust); batch on 1 M rows -> reports/bench/
+## bench: the API vs a no-op service and the stock pipeline (wrk + Locust); batch on 1 M rows -> reports/bench/; drift alarms and injected faults -> reports/drift/
 bench: repro
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	python -m benchmarks.lookup
 	python -m benchmarks.run
 	python -m benchmarks.batch
+	python -m benchmarks.drift_alarms
 
 ## loadtest: the release gate: serve the built Bento, Locust against loadtests/slo.yaml -> reports/loadtest/
 loadtest: bento

@@ -11,8 +11,16 @@ from tiffin.core.contract import Contract
 from tiffin.core.params import Monitor
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle import drift_reference
-from tiffin.lifecycle.calibration import Calibration, calibrate, target_quantile, window_psis
-from tiffin.lifecycle.drift import numeric_psi
+from tiffin.lifecycle.calibration import (
+    RUN_FLOOR,
+    TAIL_FLOOR,
+    Calibration,
+    calibrate,
+    statistic_quantile,
+    target_quantile,
+    window_psis,
+)
+from tiffin.lifecycle.drift import feed_features, longest_run, numeric_psi, tail_share
 from tiffin.lifecycle.monitoring import judge_window
 
 SEASONAL = "temp"  # replaced by a pure annual cycle plus noise: its only drift is the calendar
@@ -93,19 +101,26 @@ def calibrated(training: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
     return calibrate(training, bike_spec, settings, "bike:test")
 
 
-def test_each_threshold_sits_at_the_target_quantile_of_healthy_windows_never_below_the_floor(
+def test_each_limit_sits_at_its_share_of_the_target_quantile_of_healthy_windows_never_below_its_floor(
     calibrated: Calibration, training: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
 ) -> None:
     table = window_psis(training, bike_spec, settings)
     assert calibrated.windows == len(table) > 30
     assert calibrated.quantile == pytest.approx(target_quantile(settings), abs=1e-4)
-    for name, threshold in calibrated.thresholds.items():
-        at_quantile = np.quantile(table[name].dropna(), calibrated.quantile, method="higher")
-        assert threshold == pytest.approx(max(0.2, at_quantile), abs=1e-4), name
-    assert min(calibrated.thresholds.values()) >= 0.2
-    # Healthy windows of the training year cross their thresholds at most at the target rate.
-    crossed = (table[list(calibrated.thresholds)] >= pd.Series(calibrated.thresholds)).mean()
-    assert (crossed <= 1 - calibrated.quantile + 1e-9).all(), crossed
+    floors = {"psi": 0.2, "tail_share": TAIL_FLOOR, "residual_tail": TAIL_FLOOR, "longest_run": RUN_FLOOR}
+    fed = set(feed_features(bike_spec))
+    assert {name for name, limits in calibrated.limits.items() if len(limits) == 4} == fed
+    for name, limits in calibrated.limits.items():
+        each = statistic_quantile(calibrated.quantile, len(limits))
+        for statistic, limit in limits.items():
+            values = table[name if statistic == "psi" else f"{name}:{statistic}"]
+            expected = max(floors[statistic], np.quantile(values.dropna(), each, method="higher"))
+            assert limit == pytest.approx(expected, abs=1e-4), (name, statistic)
+        # Healthy windows of the training year: the feature alarms at most at the target rate, all statistics
+        # together (a union is at most the sum of its parts).
+        alarmed = pd.concat([table[name if s == "psi" else f"{name}:{s}"] >= v if s == "psi" else
+                             table[f"{name}:{s}"] > v for s, v in limits.items()], axis=1).any(axis=1)  # fmt: skip
+        assert alarmed.mean() <= 1 - calibrated.quantile + 1e-9, name
 
 
 def test_calibrated_thresholds_silence_healthy_seasons_of_the_next_year(
@@ -133,6 +148,8 @@ def test_the_calibration_judges_only_windows_of_the_settings_it_was_made_for(
     judged = judge_window(training, logged, truth, bike_spec, thresholds=settings, calibration=calibrated, **window)
     thresholds = judged.drift.set_index("feature")["threshold"]
     assert thresholds.to_dict() == {name: calibrated.thresholds[name] for name in thresholds.index}
+    runs = judged.drift.set_index("feature")["run_threshold"].dropna()
+    assert runs.to_dict() == {name: calibrated.limits[name]["longest_run"] for name in runs.index} and len(runs) == 4
     assert judged.prediction_threshold == calibrated.prediction["threshold"]
     assert "calibrated on" in judged.calibration_note and "profile" in judged.reference_note
     other = settings.model_copy(update={"alarms_per_quarter": 2.0})
@@ -150,3 +167,64 @@ def test_a_calibration_survives_its_file_and_too_short_a_history_is_refused(
     assert Calibration.load(tmp_path / "absent.json") is None
     with pytest.raises(ValueError, match="too short a history"):
         calibrate(_days(training, "2011-03-01", "2011-03-31"), bike_spec, settings, "bike:test")
+
+
+def test_the_longest_run_ends_where_the_value_or_the_series_changes_and_missing_values_never_run() -> None:
+    assert longest_run(pd.Series([1.0, 1.0, 2.0, 2.0, 2.0, 1.0])) == 3
+    assert longest_run(pd.Series([5.0, 5.0, 5.0, 5.0]), np.array([0, 0, 1, 1])) == 2
+    assert longest_run(pd.Series([np.nan, np.nan, np.nan, 1.0])) == 1
+
+
+def test_the_tail_share_counts_values_beyond_the_references_half_percent_tails() -> None:
+    reference = pd.Series(np.arange(1000, dtype=float))
+    assert tail_share(reference, pd.Series([500.0, 600.0])) == 0
+    assert tail_share(reference, pd.Series([500.0, 2000.0, -50.0, 700.0])) == 0.5
+    # Weighted: only the upper half of the reference counts, so 100 is now far below its tail.
+    upper = np.where(np.arange(1000) >= 500, 1.0, 0.0)
+    assert tail_share(reference, pd.Series([100.0, 800.0]), upper / upper.sum()) == 0.5
+
+
+def test_a_stuck_feed_is_flagged_by_its_run_though_its_psi_stays_under_the_threshold(
+    calibrated: Calibration, training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    """Two days of one humidity value in a healthy four-week window: PSI barely moves, the run gives it away."""
+    stuck = july.copy()
+    day = ((stuck["dteday"] >= "2012-07-20") & (stuck["dteday"] <= "2012-07-21")).to_numpy()
+    stuck.loc[day, "hum"] = stuck.loc[day, "hum"].iloc[0]
+    logged = stuck.assign(model="m", role="champion", row_key=range(len(stuck)), event_time=stuck["dteday"])
+    truth = pd.DataFrame({"row_key": pd.Series(dtype=object), "actual": pd.Series(dtype="float64")})
+    judged = judge_window(training, logged, truth, bike_spec, thresholds=settings, calibration=calibrated,
+                          model="m", start="2012-07-02", end="2012-07-29").drift.set_index("feature")  # fmt: skip
+    assert judged.loc["hum", "psi"] < judged.loc["hum", "threshold"]
+    assert judged.loc["hum", "longest_run"] >= 48 > judged.loc["hum", "run_threshold"]
+    assert judged.loc["hum", "drifted"] and judged.loc["hum", "signals"] == "longest_run"
+
+
+def test_a_unit_change_beyond_the_references_tails_is_flagged_though_its_psi_stays_under_the_threshold(
+    calibrated: Calibration, training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    """Five days of humidity sent as a fraction (0.7) instead of a percentage (70): the lowest decile bin
+    grows, under the calibrated PSI threshold; but those values lie far beyond the reference's tails, and far
+    from what the other weather features say humidity should be."""
+    changed = july.copy()
+    days = (changed["dteday"] >= "2012-07-20") & (changed["dteday"] <= "2012-07-24")
+    changed.loc[days, "hum"] = changed.loc[days, "hum"] / 100
+    logged = changed.assign(model="m", role="champion", row_key=range(len(changed)), event_time=changed["dteday"])
+    truth = pd.DataFrame({"row_key": pd.Series(dtype=object), "actual": pd.Series(dtype="float64")})
+    judged = judge_window(training, logged, truth, bike_spec, thresholds=settings, calibration=calibrated,
+                          model="m", start="2012-07-02", end="2012-07-29").drift.set_index("feature")  # fmt: skip
+    hum = judged.loc["hum"]
+    assert hum["psi"] < hum["threshold"] and hum["drifted"]
+    assert hum["tail_share"] >= days.mean() > hum["tail_threshold"]
+    assert set(hum["signals"].split(", ")) == {"tail_share", "residual_tail"}
+
+
+def test_monitor_without_a_window_is_a_usage_error_and_calibrate_needs_none() -> None:
+    from click.testing import CliRunner
+
+    from tiffin.cli.main import main
+
+    missing = CliRunner().invoke(main, ["monitor", "--end", "2012-12-01"])
+    assert missing.exit_code == 2 and "Missing option '--start'" in missing.output
+    helped = CliRunner().invoke(main, ["monitor", "calibrate", "--help"])
+    assert helped.exit_code == 0 and "--start" not in helped.output and "false-alarm rate" in helped.output

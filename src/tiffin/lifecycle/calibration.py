@@ -5,9 +5,12 @@ crosses it on healthy data, a steady one never comes near it. So `calibrate` rep
 period in windows of the monitoring size (sliding by a quarter of it), compares each window with the
 reference it would get in production (`monitor.reference`, built from the reference rows outside the
 window and its neighbouring windows, so that no window is compared with itself), and puts each
-feature's threshold at the PSI that healthy windows cross at the target rate: `alarms_per_quarter`
-alarms per feature per quarter, i.e. a share `alarms_per_quarter * window_days / 91.3` of windows.
-A threshold is never below `feature_psi` (the prediction's never below `prediction_psi`).
+feature's limits where healthy windows cross them at the target rate: `alarms_per_quarter` alarms per
+feature per quarter, i.e. a share `alarms_per_quarter * window_days / 91.3` of windows, shared out
+equally between the feature's statistics (PSI; for a fed numeric feature also the share of values
+beyond the reference's tails and the longest run of one value, see `drift`). A PSI threshold is never
+below `feature_psi` (the prediction's never below `prediction_psi`), a tail share's never below
+`TAIL_FLOOR`, a run's never below `RUN_FLOOR` hours.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import pandas as pd
 from tiffin.core.params import Monitor
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle import drift_reference
-from tiffin.lifecycle.drift import drift_features, feature_psi, numeric_psi
+from tiffin.lifecycle.drift import numeric_psi, window_statistics
 from tiffin.storage.modelstore import LoadedModel
 
 DAYS_PER_QUARTER = 365.25 / 4
 PREDICTION = "prediction"
+TAIL_FLOOR = 0.02  # twice what a healthy window has outside the reference's 0.5 % tails
+RUN_FLOOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,23 @@ class Calibration:
     quantile: float  # the share of healthy windows below each threshold
     floor: float  # monitor.feature_psi: no threshold is lower
     windows: int  # how many training windows were replayed
-    features: dict[str, dict[str, float]]  # feature -> threshold, median, p90, max of its PSI over the windows
+    # feature -> threshold (PSI), median, p90, max of its PSI over the windows; for a fed numeric feature also
+    # tail_threshold and run_threshold
+    features: dict[str, dict[str, float]]
     prediction: dict[str, float]
 
     @property
     def thresholds(self) -> dict[str, float]:
+        """Each feature's PSI threshold."""
         return {name: stats["threshold"] for name, stats in self.features.items()}
+
+    @property
+    def limits(self) -> dict[str, dict[str, float]]:
+        """Each feature's limit per statistic, as `drift.drift_table` judges them."""
+        keys = {"psi": "threshold", "tail_share": "tail_threshold", "residual_tail": "residual_threshold",
+                "longest_run": "run_threshold"}  # fmt: skip
+        return {name: {statistic: stats[key] for statistic, key in keys.items() if key in stats}
+                for name, stats in self.features.items()}  # fmt: skip
 
     def fits(self, settings: Monitor) -> bool:
         """Calibrated for this reference kind and target rate (a changed setting needs a new calibration)."""
@@ -82,7 +98,6 @@ def window_psis(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor) -
     moments = pd.to_datetime(spec.event_time(reference)).reset_index(drop=True)
     reference = reference.reset_index(drop=True)
     width = pd.Timedelta(days=settings.window_days)
-    features = drift_features(spec, reference)
     records = []
     for start in windows(moments, settings.window_days):
         inside = ((moments >= start) & (moments < start + width)).to_numpy()
@@ -94,23 +109,45 @@ def window_psis(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor) -
         against = drift_reference.build(rest, window, spec, settings.reference, settings.min_rows)
         if not np.any(against.weights > 0):
             continue
-        weights = against.weights
         record: dict[str, Any] = {"start": start}
-        for name, kind in features:
-            record[name] = feature_psi(kind, against.rows[name], window[name], weights)
-        record[PREDICTION] = numeric_psi(against.rows[PREDICTION], window[PREDICTION], weights)
+        for name, found in window_statistics(against.rows, window, spec, against.weights).items():
+            record |= {
+                name if statistic == "psi" else f"{name}:{statistic}": value for statistic, value in found.items()
+            }
+        record[PREDICTION] = numeric_psi(against.rows[PREDICTION], window[PREDICTION], against.weights)
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def _limit(values: pd.Series, quantile: float, floor: float) -> float:
+    return round(max(floor, float(np.quantile(values.dropna(), quantile, method="higher"))), 4)
 
 
 def _stats(values: pd.Series, quantile: float, floor: float) -> dict[str, float]:
     values = values.dropna()
     return {
-        "threshold": round(max(floor, float(np.quantile(values, quantile, method="higher"))), 4),
+        "threshold": _limit(values, quantile, floor),
         "median": round(float(values.median()), 4),
         "p90": round(float(values.quantile(0.9)), 4),
         "max": round(float(values.max()), 4),
     }
+
+
+def statistic_quantile(quantile: float, statistics: int) -> float:
+    """Each statistic's share of the feature's false alarms: `statistics` of them at 1 - (1 - quantile) / n each
+    alarm at most at the feature's rate together."""
+    return 1 - (1 - quantile) / statistics
+
+
+def _feature_limits(table: pd.DataFrame, name: str, quantile: float, floor: float) -> dict[str, float]:
+    extra = {"tail_share": ("tail_threshold", TAIL_FLOOR), "residual_tail": ("residual_threshold", TAIL_FLOOR),
+             "longest_run": ("run_threshold", RUN_FLOOR)}  # fmt: skip
+    present = {kind: key_floor for kind, key_floor in extra.items() if f"{name}:{kind}" in table}
+    each = statistic_quantile(quantile, 1 + len(present))
+    limits = _stats(table[name], each, floor)
+    for kind, (key, least) in present.items():
+        limits[key] = _limit(table[f"{name}:{kind}"], each, least)
+    return limits
 
 
 def calibrate(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor, model: str) -> Calibration:
@@ -122,8 +159,8 @@ def calibrate(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor, mod
             f"{settings.min_rows} rows and as many outside it: too short a history to calibrate on"
         )
     quantile = target_quantile(settings)
-    features = {name: _stats(table[name], quantile, settings.feature_psi)
-                for name in table.columns if name not in ("start", PREDICTION)}  # fmt: skip
+    names = [name for name in table.columns if name not in ("start", PREDICTION) and ":" not in name]
+    features = {name: _feature_limits(table, name, quantile, settings.feature_psi) for name in names}
     return Calibration(
         model=model, reference=settings.reference, window_days=settings.window_days,
         alarms_per_quarter=settings.alarms_per_quarter, quantile=round(quantile, 4), floor=settings.feature_psi,
@@ -147,8 +184,9 @@ def summary(calibration: Calibration, where: Path) -> str:
     return "\n".join([
         f"calibrated {calibration.model}: {calibration.windows} training windows of {calibration.window_days} days "
         f"against the {calibration.reference} reference, for {calibration.alarms_per_quarter} false alarm(s) per "
-        f"feature per quarter (the {calibration.quantile:.0%} quantile of healthy windows' PSI)",
-        f"  thresholds over the floor {calibration.floor:g}: {named or 'none'}",
+        f"feature per quarter (the {calibration.quantile:.0%} quantile of healthy windows, shared out between a "
+        f"feature's statistics)",
+        f"  PSI thresholds over the floor {calibration.floor:g}: {named or 'none'}",
         f"  prediction PSI threshold {calibration.prediction['threshold']:g}",
         f"thresholds: {where}",
     ])  # fmt: skip

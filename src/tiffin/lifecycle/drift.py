@@ -20,6 +20,9 @@ PSI_EPSILON = 1e-4  # stands in for an empty bin's share, so one empty bin does 
 # a value on a decile edge (common in coarse data, e.g. wind speed) falls in the same bin in both.
 BIN_DECIMALS = 8
 MISSING = "<missing>"
+TAIL = 0.005  # tail_share: outside the reference's 0.5 % and 99.5 % quantiles
+# psi for every feature; the others for the numeric features a feed sends
+STATISTICS = ("psi", "tail_share", "residual_tail", "longest_run")
 
 
 # -- the statistic -----------------------------------------------------------------------------
@@ -94,6 +97,82 @@ def categorical_psi(reference: pd.Series, current: pd.Series, weights: np.ndarra
     )
 
 
+# -- feed faults: values beyond the reference's tails, and values that stop changing ----------------
+
+
+def tail_share(reference: pd.Series, current: pd.Series, weights: np.ndarray | None = None) -> float:
+    """Share of the window's values outside the reference's central 99 % (its 0.5 % quantiles on each side).
+
+    PSI's outer bins hold a tenth of the reference each, so values far beyond the reference (a unit change)
+    count no more than values just inside its last decile; this counts them."""
+    known = _numbers(current)
+    known = known[~np.isnan(known)]
+    values = _numbers(reference)
+    weight = np.ones(len(values)) if weights is None else np.asarray(weights, dtype="float64")
+    present = ~np.isnan(values) & (weight > 0)
+    if not len(known) or not present.any():
+        return float("nan")
+    low, high = _weighted_quantiles(values[present], weight[present], np.array([TAIL, 1 - TAIL]))
+    return float(np.mean((known < low) | (known > high)))
+
+
+def longest_run(values: pd.Series, groups: np.ndarray | None = None) -> float:
+    """The longest run of one value repeated in consecutive rows (in time order; `groups`: each row's series,
+    a run ends where the series changes). A feed stuck on one value makes it as long as the fault."""
+    numbers = _numbers(values)
+    if not len(numbers):
+        return float("nan")
+    group = np.zeros(len(numbers)) if groups is None else groups
+    starts = np.ones(len(numbers), dtype=bool)
+    starts[1:] = (numbers[1:] != numbers[:-1]) | (group[1:] != group[:-1])  # NaN != NaN: missing never runs
+    run_ids = np.cumsum(starts)
+    return float(np.bincount(run_ids).max())
+
+
+def _line(reference: pd.DataFrame, name: str, others: list[str], weight: pd.Series) -> np.ndarray | None:
+    """Intercept and slopes of `name` on `others`, least squares weighted by `weight` (None: too few rows)."""
+    fit_rows = reference[[name, *others]][weight.to_numpy() > 0].dropna()
+    if len(fit_rows) <= len(others) + 1:
+        return None
+    scale = np.sqrt(weight[fit_rows.index].to_numpy())
+    design = np.column_stack([np.ones(len(fit_rows)), fit_rows[others].to_numpy("float64")]) * scale[:, None]
+    return np.linalg.lstsq(design, fit_rows[name].to_numpy("float64") * scale, rcond=None)[0]
+
+
+def residuals(
+    reference: pd.DataFrame, current: pd.DataFrame, names: list[str]
+) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """Each feature's residual from a line on the others, fitted on all the reference rows (fitted on a seasonal
+    reference's few rows it follows the weather and alarms more, measured): {name: (reference residuals, window
+    residuals)}. Weather moves such features together; a unit change or a swapped field moves one alone, so its
+    residuals leave the reference's tails whatever the weather."""
+    weight = pd.Series(np.ones(len(reference)), index=reference.index)
+    found = {}
+    for name in names:
+        others = [other for other in names if other != name]
+        line = _line(reference, name, others, weight)
+        if line is not None:
+            found[name] = tuple(  # type: ignore[assignment]
+                pd.Series(frame[name].to_numpy("float64") - frame[others].to_numpy("float64") @ line[1:] - line[0])
+                for frame in (reference, current)
+            )
+    return found
+
+
+def series_order(spec: DatasetSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(positions that sort the rows by series then event time, each sorted row's series number); rows without
+    their time columns stay in the order given."""
+    moments = np.arange(len(frame))
+    if {spec.timestamp.column, spec.timestamp.hour} - {None} <= set(frame.columns):
+        moments = pd.to_datetime(spec.event_time(frame)).to_numpy()
+    keys = pd.DataFrame({"_time": moments})
+    for name in spec.series:
+        keys[name] = frame[name].to_numpy()
+    order = np.lexsort([keys[name].to_numpy() for name in ["_time", *reversed(spec.series)]])
+    groups = keys.iloc[order].groupby(list(spec.series), sort=False).ngroup().to_numpy() if spec.series else None
+    return order, (np.zeros(len(order)) if groups is None else groups)
+
+
 # -- per feature -----------------------------------------------------------------------------------
 
 
@@ -109,21 +188,55 @@ def feature_psi(kind: str, reference: pd.Series, current: pd.Series, weights: np
     return (numeric_psi if kind == "numeric" else categorical_psi)(reference, current, weights)
 
 
+def feed_features(spec: DatasetSpec) -> list[str]:
+    """The numeric features a feed sends (history features are computed here, from the target): these are also
+    checked for values beyond the reference's tails and for stuck values."""
+    timing = {spec.timestamp.column, spec.timestamp.hour}
+    return [name for name in spec.features.numeric if name not in timing]
+
+
+def window_statistics(
+    reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, weights: np.ndarray | None = None
+) -> dict[str, dict[str, float]]:
+    """Every statistic of every feature of one window: {feature: {psi, tail_share, longest_run}}."""
+    order, groups = series_order(spec, current)
+    fed = [name for name in feed_features(spec) if name in current and name in reference]
+    residual = residuals(reference, current, fed) if len(fed) > 1 else {}
+    found: dict[str, dict[str, float]] = {}
+    for name, kind in drift_features(spec, reference):
+        if name not in current:
+            continue
+        found[name] = {"psi": feature_psi(kind, reference[name], current[name], weights)}
+        if name in feed_features(spec):
+            found[name]["tail_share"] = tail_share(reference[name], current[name], weights)
+            if name in residual:
+                found[name]["residual_tail"] = tail_share(*residual[name], weights)
+            found[name]["longest_run"] = longest_run(current[name].iloc[order], groups)
+    return found
+
+
 def drift_table(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     spec: DatasetSpec,
     threshold: float,
     weights: np.ndarray | None = None,
-    thresholds: Mapping[str, float] | None = None,
+    limits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
-    """PSI of each feature (history features included: logged with each prediction) against the reference
-    rows (weighted by `weights`); drifted at its own threshold (`thresholds`, calibrated) else `threshold`."""
-    records = [
-        {"feature": name, "kind": kind, "psi": round(feature_psi(kind, reference[name], current[name], weights), 4),
-         "threshold": (thresholds or {}).get(name, threshold)}
-        for name, kind in drift_features(spec, reference)
-        if name in current
-    ]  # fmt: skip
-    table = pd.DataFrame.from_records(records, columns=["feature", "kind", "psi", "threshold"])
-    return table.assign(drifted=table["psi"] >= table["threshold"])
+    """Each feature's statistics (history features included: logged with each prediction) against the reference
+    rows (weighted by `weights`), and which crossed its limit: `limits` (calibrated: {feature: {psi, tail_share,
+    longest_run}}) else PSI at `threshold`, the other two then reported, not judged (they have no conventional
+    threshold). PSI drifts at or over its limit; a tail share or a run over it."""
+    kinds, records = dict(drift_features(spec, reference)), []
+    for name, values in window_statistics(reference, current, spec, weights).items():
+        limit = dict((limits or {}).get(name) or {"psi": threshold})
+        crossed = [statistic for statistic, value in values.items() if statistic in limit
+                   and (value >= limit[statistic] if statistic == "psi" else value > limit[statistic])]  # fmt: skip
+        records.append({"feature": name, "kind": kinds[name], "psi": round(values["psi"], 4), "threshold": limit["psi"],
+                        "tail_share": values.get("tail_share"), "tail_threshold": limit.get("tail_share"),
+                        "residual_tail": values.get("residual_tail"), "residual_threshold": limit.get("residual_tail"),
+                        "longest_run": values.get("longest_run"), "run_threshold": limit.get("longest_run"),
+                        "drifted": bool(crossed), "signals": ", ".join(crossed)})  # fmt: skip
+    columns = ["feature", "kind", "psi", "threshold", "tail_share", "tail_threshold", "residual_tail",
+               "residual_threshold", "longest_run", "run_threshold", "drifted", "signals"]  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=columns)

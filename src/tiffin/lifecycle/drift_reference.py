@@ -47,14 +47,14 @@ def hour_of_week(moments: pd.Series) -> np.ndarray:
     return (moments.dt.dayofweek * 24 + moments.dt.hour).to_numpy()
 
 
-def season(moments: pd.Series) -> np.ndarray:
+def three_month_band(moments: pd.Series) -> np.ndarray:
     """0 for Dec-Feb, 1 for Mar-May, 2 for Jun-Aug, 3 for Sep-Nov."""
     return ((moments.dt.month.to_numpy() % 12) // 3).astype("int64")
 
 
 def cells(moments: pd.Series, *, by_season: bool = True) -> np.ndarray:
     """Each moment's hour-of-week (x season) cell."""
-    return hour_of_week(moments) + (HOURS_OF_WEEK * season(moments) if by_season else 0)
+    return hour_of_week(moments) + (HOURS_OF_WEEK * three_month_band(moments) if by_season else 0)
 
 
 def matched_weights(reference_cells: np.ndarray, window_cells: np.ndarray) -> np.ndarray:

@@ -303,10 +303,11 @@ def _refresh_latest(folder: Path, latest: Path) -> None:
 def summary(result: MonitorResult) -> str:
     """A few lines for the terminal: what drifted, how wrong, which thresholds, where the dashboard is."""
     drifted = result.drift[result.drift["drifted"]].sort_values("psi", ascending=False)
-    named = ", ".join(f"{row.feature} {row.psi:.2f}" for row in drifted.itertuples()) or "none"
+    named = ", ".join(f"{row.feature} {row.psi:.2f}" + ("" if row.signals == "psi" else f" ({row.signals})")
+                      for row in drifted.itertuples()) or "none"  # fmt: skip
     lines = [
         f"monitor {result.model} {result.start}..{result.end}: {result.rows_logged} logged rows",
-        f"  drift: {len(drifted)} of {len(result.drift)} features at or over their PSI thresholds ({named}); "
+        f"  drift: {len(drifted)} of {len(result.drift)} features flagged ({named}); "
         f"prediction PSI {result.prediction_psi}",
         f"  reference: {result.reference_note}; {result.calibration_note}",
     ]

@@ -209,7 +209,7 @@ def _judge(result: MonitorResult) -> list[ThresholdCheck]:
     shifted = bool(not few and pred is not None and pred >= result.prediction_threshold)
     return [
         ThresholdCheck("drifted_features", drifted, t.max_drifted_features, too_many,
-                       few or f"{drifted} features at or over their PSI thresholds"),
+                       few or f"{drifted} features flagged (PSI, tails, residuals or a stuck value over its limit)"),
         ThresholdCheck("prediction_psi", pred, result.prediction_threshold, shifted,
                        few or ("" if pred is not None else "no logged predictions of this model")),
         _mae_check(result),
@@ -278,7 +278,7 @@ def judge_window(
     result = MonitorResult(
         model=model, start=start, end=end, thresholds=thresholds, rows_logged=len(inputs),
         drift=drift_table(against.rows, inputs, spec, thresholds.feature_psi, against.weights,
-                          calibration.thresholds if calibration else None),
+                          calibration.limits if calibration else None),
         prediction_psi=round(numeric_psi(against.rows["prediction"], pd.Series(window_predictions),
                                          against.weights), 4) if len(window_predictions) else None,
         performance=performance(logged, truth, spec), test_mae=test_mae,

@@ -206,7 +206,7 @@ def chart(steps: pd.DataFrame, path: Path | None = None, label: str = "target") 
     error.legend(loc="upper right", fontsize=8)
     error.grid(alpha=0.3)
     drift.bar(ends, steps["drifted_features"].map(len), width=5, color="#ff7f0e",
-              label="features over their PSI thresholds")  # fmt: skip
+              label="features flagged (at their calibrated limits)")  # fmt: skip
     psi = drift.twinx()
     psi.plot(ends, steps["prediction_psi"], "s-", color="#6a3d9a", markersize=4, label="prediction PSI")
     psi.set_ylabel("prediction PSI")
