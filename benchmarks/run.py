@@ -6,6 +6,8 @@ Throughput with wrk (native, 32 connections), latency with Locust at a constant 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import csv
 import json
 import os
@@ -219,8 +221,77 @@ def logged_rows(url: str) -> int:
         engine.dispose()
 
 
+def size_bodies(tmp: Path, sizes: list[int]) -> dict[int, Path]:
+    """A request of each size, the latest records of the test period (repeated past its length)."""
+    spec = load_spec(ROOT / load_params(ROOT / "params.yaml")["spec"])
+    test = pd.read_parquet(ROOT / "data/split/test.parquet")
+    records = json.loads(request_json(test[spec.input_columns], spec))
+    bodies = {}
+    for size in sizes:
+        bodies[size] = tmp / f"rows-{size}.json"
+        bodies[size].write_text(json.dumps({"rows": (records * (size // len(records) + 1))[-size:]}))
+    return bodies
+
+
+def per_size(sizes: list[int]) -> dict:
+    """Rows/s of Tiffin (the champion) and the stock pipeline per request size, side by side and interleaved
+    (wrk, 4 connections, `ROUNDS` rounds of `SECONDS`); the ratio is the median of the rounds' ratios."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TIFFIN_API_TOKEN", None)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        bodies = size_bodies(tmp, sizes)
+        single, _, _, spec = request_bodies(tmp)
+        env |= {"BENCH_STOCK_MODEL": str(fit_stock_pipeline(spec, tmp)), "BENCH_SINGLE": str(single)}
+        db_url = database.sqlite_copy(settings.db_url(), tmp, "tiffin")
+        results = {}
+        with contextlib.ExitStack() as stack:
+            servers = {
+                "tiffin": stack.enter_context(started("service.app:Tiffin", env | {"TIFFIN_DB_URL": db_url}, "tiffin")),
+                "stock": stack.enter_context(started("benchmarks.services:StockPipeline", env, "stock")),
+            }
+            if before := os.environ.get("BENCH_BEFORE_SRC"):  # another checkout's src/: its code, same run
+                path = f"{before}{os.pathsep}{env.get('PYTHONPATH', '')}"
+                before_env = env | {"TIFFIN_DB_URL": db_url, "PYTHONPATH": path}
+                servers["before"] = stack.enter_context(started("service.app:Tiffin", before_env, "before"))
+            for size, body in bodies.items():
+                runs = {name: [] for name in servers}
+                for _ in range(ROUNDS):
+                    for name, server in servers.items():
+                        runs[name].append(wrk(server.url, body, 4, SECONDS))
+                ratios = [
+                    t["requests_per_s"] / s["requests_per_s"]
+                    for t, s in zip(runs["tiffin"], runs["stock"], strict=True)
+                ]
+                rows = {name: [round(run["requests_per_s"] * size) for run in found] for name, found in runs.items()}
+                results[size] = {"runs": runs, "rows_per_s": rows, "ratio": round(statistics.median(ratios), 2)}
+                print(f"  {size:>6} rows: Tiffin {rows['tiffin']} rows/s, stock {rows['stock']}: "
+                      f"{results[size]['ratio']} x", flush=True)  # fmt: skip
+    return results
+
+
+def size_table(results: dict) -> str:
+    names = list(next(iter(results.values()))["rows_per_s"])
+    lines = [f"| rows a request | {' | '.join(f'{name} rows/s (rounds)' for name in names)} | Tiffin / stock (median) "
+             "| non-2xx |", "|---" * (len(names) + 3) + "|"]  # fmt: skip
+    for size, found in results.items():
+        cells = " | ".join(" / ".join(f"{v:,}" for v in found["rows_per_s"][name]) for name in names)
+        errors = sum(run["non_2xx"] for runs in found["runs"].values() for run in runs)
+        lines.append(f"| {int(size):,} | {cells} | **{found['ratio']:.2f} x** | {errors} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", help="only rows/s per request size, Tiffin against the stock pipeline: 1,10,1000")
+    sizes = parser.parse_args().sizes
     OUT.mkdir(parents=True, exist_ok=True)
+    if sizes:
+        results = per_size([int(size) for size in sizes.split(",")])
+        (OUT / "sizes.json").write_text(json.dumps(results, indent=2) + "\n")
+        (OUT / "sizes.md").write_text(size_table(results))
+        print(size_table(results))
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("TIFFIN_API_TOKEN", None)
     with tempfile.TemporaryDirectory() as scratch:

@@ -35,9 +35,15 @@ def hostile(column: ColumnSpec) -> st.SearchStrategy:
     )
 
 
-def hostile_records(spec: DatasetSpec, base: dict) -> st.SearchStrategy:
+def hostile_records(
+    spec: DatasetSpec, base: dict | list[dict], min_size: int = 1, max_size: int = 4
+) -> st.SearchStrategy:
+    """Requests of `min_size` to `max_size` records, each a copy of `base` (or of one of them) with up to three
+    fields hostile or absent."""
+    bases = base if isinstance(base, list) else [base]
+
     def record(draw: st.DrawFn) -> dict:
-        row = dict(base)
+        row = dict(draw(st.sampled_from(bases)))
         for name in draw(st.lists(st.sampled_from(spec.input_columns), max_size=3, unique=True)):
             value = draw(hostile(spec.columns[name]))
             if value is MISSING:
@@ -46,4 +52,4 @@ def hostile_records(spec: DatasetSpec, base: dict) -> st.SearchStrategy:
                 row[name] = value
         return row
 
-    return st.lists(st.composite(record)(), min_size=1, max_size=4)
+    return st.lists(st.composite(record)(), min_size=min_size, max_size=max_size)

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tiffin.core import normalise
 from tiffin.core.normalise import FILLS, PARSERS, hour_of_day, resolve, weekday_name
 
 
@@ -41,3 +42,12 @@ def test_resolve_names_the_known_parsers_on_a_typo() -> None:
     with pytest.raises(ValueError, match="hour_of_day"):
         resolve("hour_of_dya", PARSERS)
     assert resolve("tiffin.core.normalise:weekday_name", FILLS) is weekday_name
+
+
+def test_booleans_are_not_taken_for_the_numbers_they_equal() -> None:
+    """pandas' factorize holds False equal to 0.0 and True to 1: mapped per distinct value, a boolean after a 0.0
+    was read as 0.0 (and a request of many records accepted what one record alone was refused for)."""
+    raw = pd.Series([0.0, 1, False, True, "x", 0.0], dtype=object)
+    mapped = normalise.map_unique(raw, lambda value: type(value).__name__)
+    assert mapped.tolist() == ["float", "int", "bool", "bool", "str", "float"]
+    assert normalise.without_booleans(raw).isna().tolist() == [False, False, True, True, False, False]

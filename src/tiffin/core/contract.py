@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from tiffin.core import normalise
-from tiffin.core.spec import ColumnSpec, DatasetSpec
+from tiffin.core.spec import ColumnSpec, DatasetSpec, FillSpec
 
 REJECT_COLUMNS = ["row", "field", "value", "rule"]
 _CANONICAL_DTYPES = {
@@ -313,6 +314,10 @@ def _to_number(raw: pd.Series) -> pd.Series:
 # and tests/code/test_contract_serving.py proves both paths accept, reject and canonicalise alike.
 
 _MISSING = object()
+COLUMNAR_ROWS = 16  # up to here a row-by-row step is cheaper than numpy's cost per call (measured)
+_NONE = type(None)
+_NUMBER_TYPES = frozenset({int, float, _NONE})  # bool is neither: type(True) is bool
+_TEXT_TYPES = frozenset({str, _NONE})
 UNKNOWN_FIELD_RULE = "unknown field: not an input of the contract (the spec's `unknown_fields: ignore` allows it)"
 _YEARS_SERVED = r"^(1[7-9]|2[01])[0-9]{2}-"  # 1700 .. 2199
 _FIRST_DAY, _LAST_DAY = np.datetime64("1678-01-01"), np.datetime64("2262-01-01")
@@ -365,8 +370,9 @@ class RecordValidator:
         self.columns = spec.input_columns
         zone = spec.timestamp.timezone
         self._rule_texts = {name: self._rules(spec.columns[name], zone) for name in self.columns}
-        self._allowed = {name: frozenset(spec.columns[name].values or ()) for name in self.columns}
+        self._allowed = {name: frozenset([*(spec.columns[name].values or ()), None]) for name in self.columns}
         self._known = frozenset(self.columns)
+        self._getters = {name: itemgetter(name) for name in self.columns}
         rules = {name: spec.columns[name].agrees_with for name in self.columns}
         self._agreements = [(name, rule) for name, rule in rules.items() if rule and rule.from_ in self.columns]
         self._derived: dict[tuple[str, object], object] = {}  # (column, source value) -> what the source says
@@ -383,8 +389,7 @@ class RecordValidator:
         if self.spec.unknown_fields == "refuse":
             self._refuse_unknown(records, problems)
         for name in self.columns:
-            values = [record.get(name, _MISSING) for record in records]
-            columns[name] = self._column(name, values, problems)
+            columns[name] = self._column(name, _field(records, name, self._getters[name]), problems)
         for name, rows in self._disagreements(columns).items():
             for row in rows:
                 self._problem(problems, int(row), name, records[row][name], agreement_rule(self.spec.columns[name]))
@@ -396,6 +401,8 @@ class RecordValidator:
     def _refuse_unknown(self, records: list[dict], problems: list[dict]) -> None:
         """A field the contract does not name is a client's mistake (a typo, the target, another API's field)."""
         known = self._known
+        if set().union(*records) <= known:  # the usual request: every key known, checked at C speed
+            return
         for row, record in enumerate(records):
             if not record.keys() <= known:
                 for name in record.keys() - known:
@@ -407,17 +414,46 @@ class RecordValidator:
         found = {}
         for name, rule in self._agreements:
             given, source = columns[name], columns[rule.from_]
-            rows = [row for row in range(len(source)) if not _null(given[row]) and not _null(source[row])]
-            unknown = list({source[row] for row in rows if (name, source[row]) not in self._derived})
-            if unknown:
-                if len(self._derived) > 100_000:  # a client sending ever new values cannot grow it for good
-                    self._derived.clear()
-                derived = normalise.resolve(rule.using, normalise.FILLS)(pd.Series(unknown)).tolist()
-                self._derived.update(((name, value), result) for value, result in zip(unknown, derived, strict=True))
-            differs = [row for row in rows if not _same(given[row], self._derived[(name, source[row])])]
+            if _columnar(given, source):
+                differs = self._disagreeing_columns(name, rule, given, source)
+            else:
+                differs = self._disagreeing_rows(name, rule, given, source)
             if differs:
                 found[name] = differs
         return found
+
+    def _disagreeing_rows(self, name: str, rule: FillSpec, given: list, source: object) -> list[int]:
+        """Row by row: any canonical columns."""
+        rows = [row for row in range(len(source)) if not _null(given[row]) and not _null(source[row])]
+        sources = list({source[row] for row in rows})
+        derived = dict(zip(sources, self._derive(name, rule, sources), strict=True))
+        return [row for row in rows if not _same(given[row], derived[source[row]])]
+
+    def _disagreeing_columns(self, name: str, rule: FillSpec, given: list, source: np.ndarray) -> list[int]:
+        """Without a Python step per row: texts (or nulls) against a column of moments or numbers, each distinct
+        source value derived once."""
+        texts = np.array(given, dtype=object)
+        present = ~(np.isnat(source) if source.dtype.kind == "M" else np.isnan(source))
+        rows = np.flatnonzero(present & np.not_equal(texts, None).astype(bool))
+        if not len(rows):
+            return []
+        distinct, inverse = np.unique(source[rows], return_inverse=True)
+        derived = self._derive(name, rule, list(distinct))
+        if not all(type(value) is str for value in derived):  # _same's other cases: row by row
+            return [int(row) for row, i in zip(rows, inverse, strict=True) if not _same(texts[row], derived[i])]
+        differs = np.not_equal(texts[rows], np.array(derived, dtype=object)[inverse]).astype(bool)
+        return rows[differs].tolist()
+
+    def _derive(self, name: str, rule: FillSpec, sources: list) -> list:
+        """What the rule's function says of each source value; remembered, since requests repeat them (a new
+        value costs one call of the spec's function for all new ones)."""
+        unknown = list({value for value in sources if (name, value) not in self._derived})
+        if unknown:
+            if len(self._derived) > 100_000:  # a client sending ever new values cannot grow it for good
+                self._derived.clear()
+            derived = normalise.resolve(rule.using, normalise.FILLS)(pd.Series(unknown)).tolist()
+            self._derived.update(((name, value), result) for value, result in zip(unknown, derived, strict=True))
+        return [self._derived[(name, value)] for value in sources]
 
     # -- one column ---------------------------------------------------------------------------
 
@@ -435,7 +471,8 @@ class RecordValidator:
     @staticmethod
     def _well_typed(spec: ColumnSpec, values: list, allowed: frozenset) -> object | None:
         """The fast path: every value already has the JSON type the contract expects, or is null."""
-        if spec.type in ("int", "float") and all(v is None or type(v) in (int, float) for v in values):
+        types = set(map(type, values))
+        if spec.type in ("int", "float") and types <= _NUMBER_TYPES:
             try:
                 numbers = np.array(values, dtype="float64")  # None becomes NaN
             except OverflowError:  # an integer beyond float64: the DataFrame contract names it
@@ -444,15 +481,17 @@ class RecordValidator:
             # One ufunc and one reduction a column: for a one-record request numpy's per-call cost is the cost.
             if (np.abs(numbers) >= 2.0**63 if spec.type == "int" else np.isinf(numbers)).any():
                 return None
-            if spec.type == "float" or all(type(v) is not float for v in values):
+            if spec.type == "float" or float not in types:
                 return numbers
             if np.array_equal(numbers, np.floor(numbers), equal_nan=True):
                 return numbers
-        elif spec.type == "category" and all(v is None or (type(v) is str and v in allowed) for v in values):
+        elif spec.type == "category" and types <= _TEXT_TYPES and set(values) <= allowed:  # allowed holds None
             return values
-        elif spec.type == "date" and all(v is None or (type(v) is str and _is_day(v)) for v in values):
+        elif spec.type == "date" and types <= _TEXT_TYPES and all(map(_is_day, distinct := set(values) - {None})):
+            if max(map(len, distinct), default=10) > 10:  # the same day at midnight: the day
+                values = [None if v is None else v[:10] for v in values]
             try:
-                days = np.array([None if v is None else v[:10] for v in values], dtype="datetime64[D]")
+                days = np.array(values, dtype="datetime64[D]")  # None becomes NaT
             except ValueError:
                 return None
             # Nanosecond timestamps span 1677..2262; leave anything else to pandas, which rejects it.
@@ -505,7 +544,10 @@ class RecordValidator:
             fill = self.spec.columns[name].fill_missing
             if fill is None or fill.from_ not in columns:
                 continue
-            gaps = [row for row, value in enumerate(columns[name]) if value is None]
+            column = columns[name]
+            if not isinstance(column, list) or None not in column:  # only a list of texts holds a None
+                continue
+            gaps = [row for row, value in enumerate(column) if value is None]
             if gaps:
                 source = pd.Series(np.asarray(columns[fill.from_])[gaps])
                 derived = normalise.resolve(fill.using, normalise.FILLS)(source).tolist()
@@ -523,6 +565,20 @@ class RecordValidator:
             for row in np.flatnonzero(nulls):
                 if (int(row), name) not in reported:
                     self._problem(problems, int(row), name, None, "not_nullable")
+
+
+def _field(records: list[dict], name: str, getter: itemgetter) -> list:
+    """One field of every record (`getter`: its itemgetter), `_MISSING` where a record lacks it."""
+    try:
+        return list(map(getter, records))  # the usual request: every record has it
+    except KeyError:
+        return [record.get(name, _MISSING) for record in records]
+
+
+def _columnar(given: object, source: object) -> bool:
+    """Whether `_disagreeing_columns` applies: a list of texts or nulls, against moments or numbers."""
+    numeric = isinstance(source, np.ndarray) and source.dtype.kind in "Mf" and len(source) > COLUMNAR_ROWS
+    return numeric and isinstance(given, list) and set(map(type, given)) <= _TEXT_TYPES
 
 
 def _is_day(text: str) -> bool:

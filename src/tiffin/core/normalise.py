@@ -32,8 +32,19 @@ def _clock_hour(value: object) -> float:
     return float(hour % 12 + (12 if half == "p" else 0))
 
 
+_MAY_HOLD_BOOLEANS = ("mixed", "mixed-integer")  # pandas' inference for booleans among other values
+_BOOLEANS = (bool, np.bool_)
+
+
 def map_unique(raw: pd.Series, function: Callable[[object], object]) -> pd.Series:
     """`raw.map(function)`, calling it once per distinct value: raw columns repeat a few values."""
+    if raw.dtype == object and pd.api.types.infer_dtype(raw, skipna=True) in _MAY_HOLD_BOOLEANS:
+        booleans = raw.map(type).isin(_BOOLEANS).to_numpy()
+        if booleans.any():  # factorize takes False for 0 and True for 1: booleans are mapped apart
+            mapped = np.empty(len(raw), dtype=object)
+            mapped[~booleans] = map_unique(raw[~booleans], function).to_numpy(dtype=object)
+            mapped[booleans] = [function(value) for value in raw[booleans]]
+            return pd.Series(mapped, index=raw.index)
     try:
         codes, uniques = pd.factorize(raw, use_na_sentinel=True)
     except TypeError:  # unhashable values (a JSON object or array where a scalar belongs)

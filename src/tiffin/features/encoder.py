@@ -8,6 +8,7 @@ categories become NaN, which HistGradientBoosting treats as "missing".
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -82,12 +83,13 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         blocks = [_as_floats(frame[name]) for name in self.numeric]
         for name, codes in self._category_codes().items():
             column = frame[name]
-            if len(column) > 64:  # a hash table pays off past a few dozen rows; a dict lookup before
+            if isinstance(column, pd.Series) and len(column) > 64:  # pandas' hash table pays off on a column
                 found = pd.Categorical(column, categories=list(codes)).codes.astype("float64")
                 found[found < 0] = np.nan
                 blocks.append(found)
-            else:
-                blocks.append(np.fromiter((codes.get(v, np.nan) for v in column), dtype="float64", count=len(column)))
+            else:  # a request's list: the dict's lookups at C speed
+                found = map(codes.get, column, repeat(np.nan))
+                blocks.append(np.fromiter(found, dtype="float64", count=len(column)))
         for name, parts in (self.date_parts or {}).items():
             blocks.extend(_date_parts(_as_moments(frame[name]), parts))
         if not blocks:
