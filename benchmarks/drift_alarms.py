@@ -105,9 +105,12 @@ def cases(year: pd.DataFrame, spec: DatasetSpec, count: int, seed: int) -> list[
     random, features = np.random.default_rng(seed), feed_features(spec)
     hours = year["_time"][year["_time"] <= year["_time"].max() - pd.Timedelta(hours=MIN_FAULTY_HOURS)]
     drawn = []
+    relabelled = [name for name in features["categorical"] if year[name].nunique() > 1]
+    pools = {"unit_change": features["numeric"], "stuck": features["numeric"], "relabel": relabelled}
+    kinds = [fault for fault in FAULTS if pools[fault]]  # a table without categories gets no relabel
     for number in range(count):
-        fault = FAULTS[number % len(FAULTS)]
-        pool = features["categorical" if fault == "relabel" else "numeric"]
+        fault = kinds[number % len(kinds)]
+        pool = pools[fault]
         drawn.append({"case": number, "fault": fault, "feature": str(random.choice(pool)),
                       "hour": pd.Timestamp(hours.iloc[random.integers(len(hours))])})  # fmt: skip
     return drawn
@@ -120,13 +123,26 @@ def detection(reference: pd.DataFrame, year: pd.DataFrame, spec: DatasetSpec, se
         changed, refused = inject(year, case, contract, spec)
         start, end = next((s, e) for s, e in windows if (e - max(s, case["hour"])) >= pd.Timedelta(hours=24))
         window = changed[(changed["_time"] >= start) & (changed["_time"] < end)]
-        row = judge(reference, window, spec, settings, limits).set_index("feature").loc[case["feature"]]
+        table = judge(reference, window, spec, settings, limits).set_index("feature")
+        row = table.loc[case["feature"]]
+        # What `tiffin monitor` exits 4 on: a feed check over its limit, or more drifted features than allowed.
+        alarmed = bool(table["signals"].str.contains("tail|run").any() or table["drifted"].sum()
+                       > settings.max_drifted_features)  # fmt: skip
         refused_here = int(((refused >= start) & (refused < end)).sum())
         by = "drift" if row["drifted"] else "contract" if refused_here >= MIN_FAULTY_HOURS else ""
         records.append({**case, "window_start": start, "faulty_hours": int((window["_time"] >= case["hour"]).sum()),
                         "refused_by_contract": refused_here, "window_rows": len(window), "psi": row["psi"],
-                        "threshold": row["threshold"], "detected_by": by, "detected": bool(by)})  # fmt: skip
+                        "threshold": row["threshold"], "detected_by": by, "detected": bool(by),
+                        "monitor_alarms": alarmed or by == "contract"})  # fmt: skip
     return pd.DataFrame.from_records(records)
+
+
+def monitor_alarm_windows(frame: pd.DataFrame, tuned: Monitor) -> int:
+    """Healthy windows on which `tiffin monitor` would exit 4: a feed check, or too many drifted features."""
+    per_window = frame.groupby("start").agg(
+        feed=("signals", lambda found: found.fillna("").str.contains("tail|run").any()), drifted=("drifted", "sum")
+    )
+    return int((per_window["feed"] | (per_window["drifted"] > tuned.max_drifted_features)).sum())
 
 
 def chart(alarms: dict[str, pd.DataFrame], detected: pd.DataFrame, path: Path) -> None:
@@ -193,6 +209,7 @@ def write(out: Path, alarms: dict[str, pd.DataFrame], detected: pd.DataFrame, li
     summary = {
         "window_days": tuned.window_days, "alarms_per_quarter_target": tuned.alarms_per_quarter,
         "false_alarms": {name: {"windows": int(frame["start"].nunique()), "alarms": int(frame["drifted"].sum()),
+                                "monitor_alarm_windows": monitor_alarm_windows(frame, tuned),
                                 "most_per_feature_per_quarter": int(frame.groupby(["feature", "quarter"])["drifted"]
                                                                     .sum().max()),
                                 "features_over_one_per_quarter": sorted(set(frame.groupby(["feature", "quarter"])
@@ -200,6 +217,7 @@ def write(out: Path, alarms: dict[str, pd.DataFrame], detected: pd.DataFrame, li
                          for name, frame in alarms.items()},
         "detection": {"cases": len(detected), "detected": int(detected["detected"].sum()),
                       "rate": round(float(detected["detected"].mean()), 4),
+                      "monitor_alarms": int(detected["monitor_alarms"].sum()),
                       "by_fault": detected.groupby("fault")["detected"].mean().round(3).to_dict(),
                       "by_detector": detected["detected_by"].replace("", "missed").value_counts().to_dict()},
         "limits": limits,

@@ -20,7 +20,7 @@ from tiffin.lifecycle.calibration import (
     target_quantile,
     window_psis,
 )
-from tiffin.lifecycle.drift import feed_features, longest_run, numeric_psi, tail_share
+from tiffin.lifecycle.drift import contiguous, feed_features, longest_run, numeric_psi, tail_share, window_statistics
 from tiffin.lifecycle.monitoring import judge_window
 
 SEASONAL = "temp"  # replaced by a pure annual cycle plus noise: its only drift is the calendar
@@ -98,7 +98,7 @@ def settings() -> Monitor:
 
 @pytest.fixture(scope="module")
 def calibrated(training: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor) -> Calibration:
-    return calibrate(training, bike_spec, settings, "bike:test")
+    return calibrate(training, bike_spec, settings, "m")  # the model the windows below are logged for
 
 
 def test_each_limit_sits_at_its_share_of_the_target_quantile_of_healthy_windows_never_below_its_floor(
@@ -155,6 +155,9 @@ def test_the_calibration_judges_only_windows_of_the_settings_it_was_made_for(
     other = settings.model_copy(update={"alarms_per_quarter": 2.0})
     flat = judge_window(training, logged, truth, bike_spec, thresholds=other, calibration=calibrated, **window)
     assert set(flat.drift["threshold"]) == {0.2} and "not for these settings" in flat.calibration_note
+    other = judge_window(training, logged.assign(model="n"), truth, bike_spec, thresholds=settings,
+                         calibration=calibrated, **{**window, "model": "n"})  # fmt: skip
+    assert set(other.drift["threshold"]) == {0.2} and "the thresholds are m's, not n's" in other.calibration_note
     short = judge_window(training, logged.head(72), truth, bike_spec, thresholds=settings, calibration=calibrated,
                          model="m", start="2012-07-02", end="2012-07-04")  # fmt: skip
     assert "this window is 3 days" in short.calibration_note
@@ -173,6 +176,30 @@ def test_the_longest_run_ends_where_the_value_or_the_series_changes_and_missing_
     assert longest_run(pd.Series([1.0, 1.0, 2.0, 2.0, 2.0, 1.0])) == 3
     assert longest_run(pd.Series([5.0, 5.0, 5.0, 5.0]), np.array([0, 0, 1, 1])) == 2
     assert longest_run(pd.Series([np.nan, np.nan, np.nan, 1.0])) == 1
+
+
+def test_runs_end_at_a_gap_in_time_and_a_sample_of_a_history_is_not_contiguous(
+    training: pd.DataFrame, bike_spec: DatasetSpec
+) -> None:
+    hours = _days(training, "2011-07-10", "2011-07-11").sort_values(["dteday", "hr"]).assign(hum=50.0)
+    assert len(hours) == 48  # two whole days
+    assert window_statistics(hours, hours, bike_spec)["hum"]["longest_run"] == 48
+    gapped = hours.drop(index=hours.index[20:22])  # two hours missing: the feed was down, not stuck
+    assert window_statistics(hours, gapped, bike_spec)["hum"]["longest_run"] == 26
+    assert contiguous(bike_spec, training) and not contiguous(bike_spec, training.sample(frac=0.3, random_state=0))
+
+
+def test_a_profile_without_the_windows_season_falls_back_and_says_so(
+    training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec
+) -> None:
+    """Training rows of January to April only: no summer cell for July. Comparing July with no rows at all would
+    flag every feature; the profile falls back to hours of the week, and the note says why."""
+    winter = _days(training, "2011-01-01", "2011-04-30")
+    against = drift_reference.build(winter, july, bike_spec, "profile")
+    assert against.weights.sum() == pytest.approx(1) and "hour-of-week profile" in against.note
+    assert "matches only 0% of the window's rows" in against.note
+    no_time = drift_reference.build(winter.drop(columns=["hr"]), july, bike_spec, "profile")
+    assert no_time.kind == "training" and "no event time" in no_time.note
 
 
 def test_the_tail_share_counts_values_beyond_the_references_half_percent_tails() -> None:
@@ -198,6 +225,13 @@ def test_a_stuck_feed_is_flagged_by_its_run_though_its_psi_stays_under_the_thres
     assert judged.loc["hum", "psi"] < judged.loc["hum", "threshold"]
     assert judged.loc["hum", "longest_run"] >= 48 > judged.loc["hum", "run_threshold"]
     assert judged.loc["hum", "drifted"] and judged.loc["hum", "signals"] == "longest_run"
+    verdict = judge_window(training, logged, truth, bike_spec, thresholds=settings, calibration=calibrated,
+                           model="m", start="2012-07-02", end="2012-07-29")  # fmt: skip
+    assert "feed_faults" in verdict.crossed and verdict.exit_code == 4  # one stuck feature alarms on its own
+    # The same hours logged twice (the API, then the batch) are one feed: the run is not doubled.
+    twice = judge_window(training, pd.concat([logged, logged]), truth, bike_spec, thresholds=settings,
+                         calibration=calibrated, model="m", start="2012-07-02", end="2012-07-29")  # fmt: skip
+    assert twice.drift.set_index("feature").loc["hum", "longest_run"] == judged.loc["hum", "longest_run"]
 
 
 def test_a_unit_change_beyond_the_references_tails_is_flagged_though_its_psi_stays_under_the_threshold(

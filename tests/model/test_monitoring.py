@@ -205,7 +205,8 @@ def test_the_cli_exits_0_on_unchanged_inputs_and_4_when_drift_crosses_a_threshol
                                                  "window_days": 28, "alarms_per_quarter": 1.0}}))  # fmt: skip
     kept = (stored / "drift_thresholds.json").read_bytes()  # the stage's calibration: the session's fixture
     try:
-        done = reproduced_project.run("tiffin", "monitor", "calibrate", "--model", tag, "--params", str(tuned),
+        # `--model` given to `monitor` itself reaches `calibrate` (it must not fall back to the champion).
+        done = reproduced_project.run("tiffin", "monitor", "--model", tag, "calibrate", "--params", str(tuned),
                                       "--out", str(tmp_path / "thresholds.json"))  # fmt: skip
         written = json.loads((tmp_path / "thresholds.json").read_text())
         assert f"calibrated {tag}: {written['windows']} training windows of 28 days" in done.stdout

@@ -34,20 +34,15 @@ spec_option = click.option(
 )
 
 
-def _database(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+def _database(ctx: click.Context, param: click.Parameter | None, value: str | None) -> str:
     try:
         return settings.db_url(value)
     except settings.DatabaseNotSet as missing:
         raise click.UsageError(str(missing), ctx) from None
 
 
-db_option = click.option(
-    "--db",
-    "db",
-    envvar="TIFFIN_DB_URL",
-    callback=_database,
-    help=f"SQLAlchemy URL of the source database [env TIFFIN_DB_URL; in a checkout: {settings.DEFAULT_DB_URL}].",
-)
+DB_HELP = f"SQLAlchemy URL of the source database [env TIFFIN_DB_URL; in a checkout: {settings.DEFAULT_DB_URL}]."
+db_option = click.option("--db", "db", envvar="TIFFIN_DB_URL", callback=_database, help=DB_HELP)
 
 
 class _Tiffin(click.Group):
@@ -413,12 +408,12 @@ def _spark_batch(loaded, db: str, source: str | None, output: str | None, master
     sys.exit(exitcodes.PARTIAL if result.rows_rejected else exitcodes.OK)
 
 
-def params_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def params_option(help_text: str, exists: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--params, the params file a command reads its section of."""
     return click.option(
         "--params",
         "params_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=click.Path(exists=exists, dir_okay=False, path_type=Path),
         default=str(paths.PARAMS),
         show_default=True,
         envvar="TIFFIN_PARAMS",
@@ -427,7 +422,8 @@ def params_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...
 
 
 @main.group("monitor", epilog=exits.epilog("tiffin monitor"), invoke_without_command=True)
-@db_option
+# Checked when a window is monitored, not before `calibrate` (which needs neither a database nor this file).
+@click.option("--db", "db", envvar="TIFFIN_DB_URL", help=DB_HELP)
 @click.option("--start", help="Window start (event time of the logged predictions). Required.")
 @click.option("--end", help="Window end, inclusive; a date means the whole day. Required.")
 @click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion).")
@@ -438,18 +434,29 @@ def params_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...
     show_default=True,
     help="Writes <out>/<start>_<end>/ (index.html, metrics.json, metrics.prom) and refreshes <out>/latest/.",
 )
-@params_option("Thresholds and the drift reference from its `monitor:` section")
+@params_option("Thresholds and the drift reference from its `monitor:` section", exists=False)
 @click.pass_context
 def monitor(
-    ctx: click.Context, db: str, start: str | None, end: str | None, tag: str | None, out: Path, params_path: Path
-) -> None:
+    ctx: click.Context, db: str | None, start: str | None, end: str | None, tag: str | None, out: Path,
+    params_path: Path,
+) -> None:  # fmt: skip
     """Drift (PSI vs the model's reference, at its calibrated thresholds) and production error of a window of
     the prediction log. `tiffin monitor calibrate` sets the thresholds."""
     if ctx.invoked_subcommand:
+        given = [f"--{name}" for name in ("db", "start", "end", "out", "params")
+                 if ctx.get_parameter_source("params_path" if name == "params" else name)
+                 == click.core.ParameterSource.COMMANDLINE]  # fmt: skip
+        if given:  # said before the subcommand, they would be silently ignored
+            raise click.UsageError(f"{', '.join(given)} before `{ctx.invoked_subcommand}`: give its own options "
+                                   f"after it (`tiffin monitor {ctx.invoked_subcommand} --help`)", ctx)  # fmt: skip
+        ctx.obj = {"tag": tag}
         return
     for name, value in (("--start", start), ("--end", end)):
         if value is None:
             raise click.UsageError(f"Missing option '{name}'.", ctx)
+    if not params_path.is_file():
+        raise click.UsageError(f"Invalid value for '--params': File '{params_path}' does not exist.", ctx)
+    db = _database(ctx, None, db)
     from tiffin.lifecycle import monitor_report, monitoring
     from tiffin.storage import database
     from tiffin.storage.modelstore import ModelStore, NotFound
@@ -465,18 +472,23 @@ def monitor(
 
 
 @monitor.command("calibrate")
-@click.option("--model", "tag", help="Model tag (default: TIFFIN_MODEL, else the champion).")
+@click.option(
+    "--model", "tag", help="Model tag (default: the one given to `monitor`, TIFFIN_MODEL, else the champion)."
+)
 @params_option("The reference, window size and target false-alarm rate from its `monitor:` section")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the thresholds here (the model's own copy is in its folder of the store).",
 )
-def monitor_calibrate(tag: str | None, params_path: Path, out: Path | None) -> None:
+@click.pass_context
+def monitor_calibrate(ctx: click.Context, tag: str | None, params_path: Path, out: Path | None) -> None:
     """Set each feature's drift threshold at the target false-alarm rate: replay the model's training period
     in windows of `monitor.window_days` against the chosen reference; `tiffin monitor` then judges at them."""
     from tiffin.lifecycle import calibration, monitoring
     from tiffin.storage.modelstore import ModelStore, NotFound
+
+    tag = tag or (ctx.obj or {}).get("tag")  # `tiffin monitor --model X calibrate` calibrates X
 
     settings = monitoring.Thresholds.from_params(load_params(params_path, only=("monitor",)).get("monitor"))
     try:

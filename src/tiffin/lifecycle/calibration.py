@@ -26,7 +26,7 @@ import pandas as pd
 from tiffin.core.params import Monitor
 from tiffin.core.spec import DatasetSpec
 from tiffin.lifecycle import drift_reference
-from tiffin.lifecycle.drift import numeric_psi, window_statistics
+from tiffin.lifecycle.drift import contiguous, numeric_psi, window_statistics
 from tiffin.storage.modelstore import LoadedModel
 
 DAYS_PER_QUARTER = 365.25 / 4
@@ -45,6 +45,8 @@ class Calibration:
     alarms_per_quarter: float
     quantile: float  # the share of healthy windows below each threshold
     floor: float  # monitor.feature_psi: no threshold is lower
+    prediction_floor: float  # monitor.prediction_psi
+    min_rows: int  # monitor.min_rows: a window with fewer rows was not replayed
     windows: int  # how many training windows were replayed
     # feature -> threshold (PSI), median, p90, max of its PSI over the windows; for a fed numeric feature also
     # tail_threshold and run_threshold
@@ -65,10 +67,10 @@ class Calibration:
                 for name, stats in self.features.items()}  # fmt: skip
 
     def fits(self, settings: Monitor) -> bool:
-        """Calibrated for this reference kind and target rate (a changed setting needs a new calibration)."""
-        return (self.reference, self.window_days, self.alarms_per_quarter, self.floor) == (
-            settings.reference, settings.window_days, settings.alarms_per_quarter, settings.feature_psi
-        )  # fmt: skip
+        """Calibrated under these settings (a changed one needs a new calibration)."""
+        return (self.reference, self.window_days, self.alarms_per_quarter, self.floor, self.prediction_floor,
+                self.min_rows) == (settings.reference, settings.window_days, settings.alarms_per_quarter,
+                                   settings.feature_psi, settings.prediction_psi, settings.min_rows)  # fmt: skip
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,11 +122,15 @@ def window_psis(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor) -
 
 
 def _limit(values: pd.Series, quantile: float, floor: float) -> float:
-    return round(max(floor, float(np.quantile(values.dropna(), quantile, method="higher"))), 4)
+    """The quantile of the healthy windows' values, never under `floor` (the floor where none was measured)."""
+    known = values.dropna()
+    return round(max(floor, float(np.quantile(known, quantile, method="higher"))) if len(known) else floor, 4)
 
 
 def _stats(values: pd.Series, quantile: float, floor: float) -> dict[str, float]:
     values = values.dropna()
+    if values.empty:
+        return {"threshold": floor}
     return {
         "threshold": _limit(values, quantile, floor),
         "median": round(float(values.median()), 4),
@@ -156,15 +162,18 @@ def calibrate(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor, mod
     if table.empty:
         raise ValueError(
             f"the reference rows of {model} hold no {settings.window_days}-day window with at least "
-            f"{settings.min_rows} rows and as many outside it: too short a history to calibrate on"
+            f"{settings.min_rows} rows (monitor.min_rows) and as many outside it: too short a history to calibrate "
+            f"on, or too few rows a window (daily data: raise monitor.window_days or lower monitor.min_rows)"
         )
+    if not contiguous(spec, reference):  # a sample of a long history: its runs of one value mean nothing
+        table = table.drop(columns=[column for column in table.columns if column.endswith(":longest_run")])
     quantile = target_quantile(settings)
     names = [name for name in table.columns if name not in ("start", PREDICTION) and ":" not in name]
     features = {name: _feature_limits(table, name, quantile, settings.feature_psi) for name in names}
     return Calibration(
         model=model, reference=settings.reference, window_days=settings.window_days,
         alarms_per_quarter=settings.alarms_per_quarter, quantile=round(quantile, 4), floor=settings.feature_psi,
-        windows=len(table),
+        prediction_floor=settings.prediction_psi, min_rows=settings.min_rows, windows=len(table),
         features=features, prediction=_stats(table[PREDICTION], quantile, settings.prediction_psi),
     )  # fmt: skip
 

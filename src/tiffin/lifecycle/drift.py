@@ -117,8 +117,9 @@ def tail_share(reference: pd.Series, current: pd.Series, weights: np.ndarray | N
 
 
 def longest_run(values: pd.Series, groups: np.ndarray | None = None) -> float:
-    """The longest run of one value repeated in consecutive rows (in time order; `groups`: each row's series,
-    a run ends where the series changes). A feed stuck on one value makes it as long as the fault."""
+    """The longest run of one value repeated in consecutive rows (in time order; `groups`: each row's stretch,
+    a run ends where it changes: another series, or a gap in time). A feed stuck on one value makes it as long
+    as the fault."""
     numbers = _numbers(values)
     if not len(numbers):
         return float("nan")
@@ -159,18 +160,31 @@ def residuals(
     return found
 
 
-def series_order(spec: DatasetSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(positions that sort the rows by series then event time, each sorted row's series number); rows without
-    their time columns stay in the order given."""
+def series_order(spec: DatasetSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions that sort the rows by series then event time; each sorted row's stretch: a number that changes
+    where the series changes or time skips more than the data's step; whether each sorted row is one step after
+    the row before it). Rows without their time columns stay in the order given, one stretch."""
     moments = np.arange(len(frame))
     if {spec.timestamp.column, spec.timestamp.hour} - {None} <= set(frame.columns):
-        moments = pd.to_datetime(spec.event_time(frame)).to_numpy()
+        moments = pd.to_datetime(spec.event_time(frame)).to_numpy().astype("datetime64[ns]").astype("int64")
     keys = pd.DataFrame({"_time": moments})
     for name in spec.series:
         keys[name] = frame[name].to_numpy()
     order = np.lexsort([keys[name].to_numpy() for name in ["_time", *reversed(spec.series)]])
-    groups = keys.iloc[order].groupby(list(spec.series), sort=False).ngroup().to_numpy() if spec.series else None
-    return order, (np.zeros(len(order)) if groups is None else groups)
+    series = keys.iloc[order].groupby(list(spec.series), sort=False).ngroup().to_numpy() if spec.series else None
+    series = np.zeros(len(order)) if series is None else series
+    steps = np.diff(moments[order], prepend=moments[order][:1])
+    step = steps[steps > 0].min() if (steps > 0).any() else 0
+    next_step = (steps == step) & (np.diff(series, prepend=series[:1]) == 0)
+    next_step[:1] = False
+    return order, np.cumsum(~next_step), next_step
+
+
+def contiguous(spec: DatasetSpec, frame: pd.DataFrame, share: float = 0.9) -> bool:
+    """Whether the rows are (nearly) every step of their series: a random sample of a long history is not, and
+    the runs of one value in it say nothing of a feed's."""
+    _, _, next_step = series_order(spec, frame)
+    return bool(len(next_step) > 1 and next_step[1:].mean() >= share)
 
 
 # -- per feature -----------------------------------------------------------------------------------
@@ -199,7 +213,7 @@ def window_statistics(
     reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, weights: np.ndarray | None = None
 ) -> dict[str, dict[str, float]]:
     """Every statistic of every feature of one window: {feature: {psi, tail_share, longest_run}}."""
-    order, groups = series_order(spec, current)
+    order, stretches, _ = series_order(spec, current)
     fed = [name for name in feed_features(spec) if name in current and name in reference]
     residual = residuals(reference, current, fed) if len(fed) > 1 else {}
     found: dict[str, dict[str, float]] = {}
@@ -211,7 +225,7 @@ def window_statistics(
             found[name]["tail_share"] = tail_share(reference[name], current[name], weights)
             if name in residual:
                 found[name]["residual_tail"] = tail_share(*residual[name], weights)
-            found[name]["longest_run"] = longest_run(current[name].iloc[order], groups)
+            found[name]["longest_run"] = longest_run(current[name].iloc[order], stretches)
     return found
 
 

@@ -67,26 +67,50 @@ def matched_weights(reference_cells: np.ndarray, window_cells: np.ndarray) -> np
     return (weights / total).to_numpy() if total > 0 else weights.to_numpy()
 
 
+MIN_COVERED = 0.5  # a profile must match at least half the window's rows in its cells, else a coarser one
+
+
+def covered(reference_cells: np.ndarray, window_cells: np.ndarray) -> float:
+    """The share of the window's rows whose cell the reference has."""
+    return float(np.isin(window_cells, reference_cells).mean()) if len(window_cells) else 0.0
+
+
 def _times(spec: DatasetSpec, frame: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(spec.event_time(frame)).reset_index(drop=True)
+
+
+def _has_time(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
+    return {spec.timestamp.column, spec.timestamp.hour} - {None} <= set(frame.columns)
+
+
+def _training(rows: pd.DataFrame, why: str = "") -> Reference:
+    return Reference(rows, np.full(len(rows), 1 / max(len(rows), 1)), "training",
+                     f"the training reference ({len(rows)} rows){why}")  # fmt: skip
 
 
 def build(rows: pd.DataFrame, window: pd.DataFrame, spec: DatasetSpec, kind: Kind, min_rows: int = 100) -> Reference:
     """The reference of `kind` for the window's rows (`rows`: the model's reference rows)."""
     rows = rows.reset_index(drop=True)
     if kind == "training" or window.empty:
-        return Reference(rows, np.full(len(rows), 1 / max(len(rows), 1)), "training",
-                         f"the training reference ({len(rows)} rows)")  # fmt: skip
+        return _training(rows)
+    if not (_has_time(spec, rows) and _has_time(spec, window)):
+        return _training(rows, f": no event time in the rows to build the {kind} reference from")
     moments, window_moments = _times(spec, rows), _times(spec, window)
     if kind == "year_ago":
         year_ago = _year_ago(rows, moments, window_moments, min_rows)
         if year_ago is not None:
             return year_ago
-    weights = matched_weights(cells(moments), cells(window_moments))
-    note = f"the hour-of-week x season profile ({int((weights > 0).sum())} of {len(rows)} reference rows)"
-    if kind == "year_ago":
-        note += f": the reference has fewer than {min_rows} rows a year before this window"
-    return Reference(rows, weights, "profile", note)
+    why = f": the reference has fewer than {min_rows} rows a year before this window" if kind == "year_ago" else ""
+    for by_season, name in ((True, "hour-of-week x season profile"), (False, "hour-of-week profile")):
+        reference_cells, window_cells = cells(moments, by_season=by_season), cells(window_moments, by_season=by_season)
+        share = covered(reference_cells, window_cells)
+        if share >= MIN_COVERED:
+            weights = matched_weights(reference_cells, window_cells)
+            return Reference(rows, weights, "profile",
+                             f"the {name} ({int((weights > 0).sum())} of {len(rows)} reference rows, "
+                             f"{share:.0%} of the window's rows matched){why}")  # fmt: skip
+        why += f"; the {name} matches only {share:.0%} of the window's rows (its season is not in the reference)"
+    return _training(rows, why)
 
 
 def _year_ago(rows: pd.DataFrame, moments: pd.Series, window_moments: pd.Series, min_rows: int) -> Reference | None:

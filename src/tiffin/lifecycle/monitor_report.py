@@ -254,7 +254,8 @@ def write_prometheus(result: MonitorResult, path: Path) -> None:
     for row in result.drift.itertuples():
         feature.labels(row.feature).set(row.psi)
         threshold.labels(row.feature).set(row.threshold)
-    gauge("drifted_features", "Features at or above their PSI thresholds").set(len(result.drifted_features))
+    flagged = "Features flagged: a statistic (PSI, tails, residuals, runs) over its limit"
+    gauge("drifted_features", flagged).set(len(result.drifted_features))
     if result.prediction_psi is not None:
         gauge("prediction_psi", "PSI of the predictions against the reference's").set(result.prediction_psi)
     gauge("logged_rows", "Logged rows in the window").set(result.rows_logged)

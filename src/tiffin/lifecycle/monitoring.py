@@ -213,7 +213,21 @@ def _judge(result: MonitorResult) -> list[ThresholdCheck]:
         ThresholdCheck("prediction_psi", pred, result.prediction_threshold, shifted,
                        few or ("" if pred is not None else "no logged predictions of this model")),
         _mae_check(result),
+        _feed_check(result, few),
     ]  # fmt: skip
+
+
+def _feed_check(result: MonitorResult, few: str) -> ThresholdCheck:
+    """A feed fault (values beyond the reference's tails, a field moving alone, a stuck value) is one feature's
+    own: it alarms alone, where drift waits for more than `max_drifted_features`."""
+    signals = result.drift["signals"].fillna("").str.split(", ")
+    faulty = [name for name, found in zip(result.drift["feature"], signals, strict=True) if set(found) - {"psi", ""}]
+    note = few or (
+        f"feed checks over their calibrated limits: {', '.join(faulty)}"
+        if faulty
+        else "tails, residuals and runs within their calibrated limits (not judged without a calibration)"
+    )
+    return ThresholdCheck("feed_faults", len(faulty), 0, bool(faulty and not few), note)  # fmt: skip
 
 
 def _mae_check(result: MonitorResult) -> ThresholdCheck:
@@ -234,15 +248,20 @@ def _mae_check(result: MonitorResult) -> ThresholdCheck:
 def _monitored_rows(logged: pd.DataFrame, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(inputs: one row per request, as the champion saw it; predictions: those of the monitored model)."""
     inputs = logged[logged["role"] == predlog.CHAMPION] if (logged["role"] == predlog.CHAMPION).any() else logged
+    if "row_key" in inputs:  # a row scored twice (the API, then the batch; a re-run) is one row of the feed
+        inputs = inputs.drop_duplicates("row_key", keep="last")
     return inputs, logged[logged["model"] == model]
 
 
 def calibration_for(
-    calibration: Calibration | None, settings: Thresholds, start: str, end: str
+    calibration: Calibration | None, settings: Thresholds, start: str, end: str, model: str
 ) -> tuple[Calibration | None, str]:
     """The calibration that may judge this window, and what the report says of it."""
     if calibration is None:
         return None, f"not calibrated (`tiffin monitor calibrate`): every feature at PSI {settings.feature_psi}"
+    if calibration.model != model:
+        return None, (f"the thresholds are {calibration.model}'s, not {model}'s: every feature at PSI "
+                      f"{settings.feature_psi}; run `tiffin monitor calibrate --model {model}`")  # fmt: skip
     if not calibration.fits(settings):
         return None, (f"the model's calibration ({calibration.reference}, {calibration.window_days}-day windows, "
                       f"{calibration.alarms_per_quarter} alarms per quarter) is not for these settings "
@@ -274,7 +293,7 @@ def judge_window(
     inputs, predicted = _monitored_rows(logged, model)
     window_predictions = predicted["prediction"].to_numpy(dtype="float64")
     against = drift_reference.build(reference, inputs, spec, thresholds.reference, thresholds.min_rows)
-    calibration, calibration_note = calibration_for(calibration, thresholds, start, end)
+    calibration, calibration_note = calibration_for(calibration, thresholds, start, end, model)
     result = MonitorResult(
         model=model, start=start, end=end, thresholds=thresholds, rows_logged=len(inputs),
         drift=drift_table(against.rows, inputs, spec, thresholds.feature_psi, against.weights,
