@@ -21,8 +21,6 @@ PSI_EPSILON = 1e-4  # stands in for an empty bin's share, so one empty bin does 
 BIN_DECIMALS = 8
 MISSING = "<missing>"
 TAIL = 0.005  # tail_share: outside the reference's 0.5 % and 99.5 % quantiles
-# psi for every feature; the others for the numeric features a feed sends
-STATISTICS = ("psi", "tail_share", "residual_tail", "longest_run")
 
 
 # -- the statistic -----------------------------------------------------------------------------
