@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tiffin.core.spec import DatasetSpec
+from tiffin.lifecycle.drift_reference import has_event_time
 
 PSI_EPSILON = 1e-4  # stands in for an empty bin's share, so one empty bin does not make PSI infinite
 # Numbers that went through a database or JSON may differ in the last digits: binning at 8 decimals means
@@ -163,7 +164,7 @@ def series_order(spec: DatasetSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np
     where the series changes or time skips more than the data's step; whether each sorted row is one step after
     the row before it). Rows without their time columns stay in the order given, one stretch."""
     moments = np.arange(len(frame))
-    if {spec.timestamp.column, spec.timestamp.hour} - {None} <= set(frame.columns):
+    if has_event_time(spec, frame):
         moments = pd.to_datetime(spec.event_time(frame)).to_numpy().astype("datetime64[ns]").astype("int64")
     keys = pd.DataFrame({"_time": moments})
     for name in spec.series:

@@ -79,7 +79,8 @@ def _times(spec: DatasetSpec, frame: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(spec.event_time(frame)).reset_index(drop=True)
 
 
-def _has_time(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
+def has_event_time(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
+    """Whether the frame holds the columns its event time is made of."""
     return {spec.timestamp.column, spec.timestamp.hour} - {None} <= set(frame.columns)
 
 
@@ -93,7 +94,7 @@ def build(rows: pd.DataFrame, window: pd.DataFrame, spec: DatasetSpec, kind: Kin
     rows = rows.reset_index(drop=True)
     if kind == "training" or window.empty:
         return _training(rows)
-    if not (_has_time(spec, rows) and _has_time(spec, window)):
+    if not (has_event_time(spec, rows) and has_event_time(spec, window)):
         return _training(rows, f": no event time in the rows to build the {kind} reference from")
     moments, window_moments = _times(spec, rows), _times(spec, window)
     if kind == "year_ago":
