@@ -10,8 +10,11 @@ year is cut into consecutive monitoring windows of `window_days`.
 - Detection: `--cases` faults from a random hour of the year (fixed seed), each kept until the end of the
   data: a unit change of a numeric feature (x 1/3.6, as km/h read as m/s; rows then out of the contract's
   range are refused by it and never reach the log), a relabelled category (the most common label sent as
-  the second most common), a stuck value (the feature's value at the fault hour, from then on). A case is
-  detected when its feature is flagged in the first window that holds >= 24 faulty hours.
+  the second most common), a stuck value (the feature's value at the fault hour, from then on). A faulty hour
+  is one whose sent value differs from the true one (a relabel of a label the feed no longer sends, or a value
+  stuck at what it would have been, sends nothing wrong): a drawn fault that never gives 24 faulty hours in one
+  window is redrawn, and counted. A case is detected when its feature is flagged (or the contract refuses its
+  rows) in the first window that holds >= 24 faulty hours.
 
 Writes reports/drift/{false_alarms.csv, detection.csv, summary.json, summary.md, chart.png}.
 """
@@ -19,7 +22,9 @@ Writes reports/drift/{false_alarms.csv, detection.csv, summary.json, summary.md,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +88,11 @@ def feed_features(spec: DatasetSpec) -> dict[str, list[str]]:
     return {"numeric": [n for n in spec.features.numeric if n not in timing], "categorical": spec.features.categorical}
 
 
-def inject(year: pd.DataFrame, case: dict, contract: Contract, spec: DatasetSpec) -> tuple[pd.DataFrame, pd.Series]:
+def inject(year: pd.DataFrame, case: dict, contract: Contract, spec: DatasetSpec
+           ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:  # fmt: skip
     """The year with the case's fault from its hour on, less the rows the contract then refuses (the batch
-    keeps those in prediction_rejects, with the field and rule: they never reach the log); and their times."""
+    keeps those in prediction_rejects, with the field and rule: they never reach the log); the times of the
+    faulty hours (sent with a wrong value); and of those the contract refused."""
     faulty = year["_time"] >= case["hour"]
     name, changed = case["feature"], year.copy()
     if case["fault"] == "unit_change":
@@ -96,51 +103,67 @@ def inject(year: pd.DataFrame, case: dict, contract: Contract, spec: DatasetSpec
         common = year[name].value_counts().index
         changed.loc[faulty & (year[name] == common[0]), name] = common[1]
     sent = changed.loc[faulty, spec.input_columns]
-    refused = contract.validate(sent, serving=True).rejects["row"].unique()
-    return changed.drop(index=sent.index[refused]), changed.loc[sent.index[refused], "_time"]
+    refused = sent.index[contract.validate(sent, serving=True).rejects["row"].unique()]
+    wrong = faulty & (changed[name].astype(str) != year[name].astype(str))
+    return changed.drop(index=refused), changed.loc[wrong, "_time"], changed.loc[refused, "_time"]
 
 
-def cases(year: pd.DataFrame, spec: DatasetSpec, count: int, seed: int) -> list[dict]:
-    """`count` faults, kinds in turn, features and hours drawn at random (the last 24 hours excluded)."""
+def cases(year: pd.DataFrame, spec: DatasetSpec, seed: int) -> Iterator[dict]:
+    """Faults without end, kinds in turn, features and hours drawn at random (the last 24 hours excluded)."""
     random, features = np.random.default_rng(seed), feed_features(spec)
     hours = year["_time"][year["_time"] <= year["_time"].max() - pd.Timedelta(hours=MIN_FAULTY_HOURS)]
-    drawn = []
     relabelled = [name for name in features["categorical"] if year[name].nunique() > 1]
     pools = {"unit_change": features["numeric"], "stuck": features["numeric"], "relabel": relabelled}
     kinds = [fault for fault in FAULTS if pools[fault]]  # a table without categories gets no relabel
-    for number in range(count):
+    for number in itertools.count():
         fault = kinds[number % len(kinds)]
-        pool = pools[fault]
-        drawn.append({"case": number, "fault": fault, "feature": str(random.choice(pool)),
-                      "hour": pd.Timestamp(hours.iloc[random.integers(len(hours))])})  # fmt: skip
-    return drawn
+        yield {"draw": number, "fault": fault, "feature": str(random.choice(pools[fault])),
+               "hour": pd.Timestamp(hours.iloc[random.integers(len(hours))])}  # fmt: skip
+
+
+def first_faulty_window(windows: list, faulty: pd.Series) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The first monitoring window that holds at least MIN_FAULTY_HOURS faulty hours (None: none does)."""
+    return next(((start, end) for start, end in windows
+                 if ((faulty >= start) & (faulty < end)).sum() >= MIN_FAULTY_HOURS), None)  # fmt: skip
 
 
 def detection(reference: pd.DataFrame, year: pd.DataFrame, spec: DatasetSpec, settings: Monitor,
-              limits: Limits | None, windows: list, drawn: list[dict]) -> pd.DataFrame:  # fmt: skip
+              limits: Limits | None, windows: list, drawn: Iterator[dict], count: int) -> pd.DataFrame:  # fmt: skip
+    """`count` cases (a drawn fault that gives no window MIN_FAULTY_HOURS faulty hours is redrawn, and kept in
+    the table as `redrawn`)."""
     contract, records = Contract(spec), []
-    for case in drawn:
-        changed, refused = inject(year, case, contract, spec)
-        start, end = next((s, e) for s, e in windows if (e - max(s, case["hour"])) >= pd.Timedelta(hours=24))
+    while sum(not record["redrawn"] for record in records) < count:
+        case = next(drawn)
+        changed, faulty, refused = inject(year, case, contract, spec)
+        found = first_faulty_window(windows, faulty)
+        if found is None:
+            records.append({**case, "redrawn": True})
+            continue
+        start, end = found
         window = changed[(changed["_time"] >= start) & (changed["_time"] < end)]
         table = judge(reference, window, spec, settings, limits).set_index("feature")
         row = table.loc[case["feature"]]
         # What `tiffin monitor` exits 4 on: a feed check over its limit, or more drifted features than allowed.
-        alarmed = bool(table["signals"].str.contains("tail|run").any() or table["drifted"].sum()
-                       > settings.max_drifted_features)  # fmt: skip
-        refused_here = int(((refused >= start) & (refused < end)).sum())
+        too_many = table["drifted"].sum() > settings.max_drifted_features
+        alarmed = bool(table["signals"].map(feed_signal).any() or too_many)
+        faulty_here, refused_here = (int(((times >= start) & (times < end)).sum()) for times in (faulty, refused))
         by = "drift" if row["drifted"] else "contract" if refused_here >= MIN_FAULTY_HOURS else ""
-        records.append({**case, "window_start": start, "faulty_hours": int((window["_time"] >= case["hour"]).sum()),
+        records.append({**case, "redrawn": False, "window_start": start, "faulty_hours": faulty_here,
                         "refused_by_contract": refused_here, "window_rows": len(window), "psi": row["psi"],
-                        "threshold": row["threshold"], "detected_by": by, "detected": bool(by),
-                        "monitor_alarms": alarmed or by == "contract"})  # fmt: skip
+                        "threshold": row["threshold"], "signals": row["signals"], "detected_by": by,
+                        "detected": bool(by), "monitor_alarms": alarmed or by == "contract"})  # fmt: skip
     return pd.DataFrame.from_records(records)
+
+
+def feed_signal(signals: object) -> bool:
+    """Whether a feature's signals name a feed check (any statistic but PSI): it alarms `tiffin monitor` alone."""
+    return bool(set(str(signals or "").split(", ")) - {"psi", "", "nan"})
 
 
 def monitor_alarm_windows(frame: pd.DataFrame, tuned: Monitor) -> int:
     """Healthy windows on which `tiffin monitor` would exit 4: a feed check, or too many drifted features."""
     per_window = frame.groupby("start").agg(
-        feed=("signals", lambda found: found.fillna("").str.contains("tail|run").any()), drifted=("drifted", "sum")
+        feed=("signals", lambda found: found.map(feed_signal).any()), drifted=("drifted", "sum")
     )
     return int((per_window["feed"] | (per_window["drifted"] > tuned.max_drifted_features)).sum())
 
@@ -194,17 +217,18 @@ def main() -> None:
     alarms = {"training, flat threshold": false_alarms(reference, year, spec, flat, None, windows),
               f"{tuned.reference}, calibrated": false_alarms(reference, year, spec, tuned, calibration.limits,
                                                              windows)}  # fmt: skip
-    detected = detection(reference, year, spec, tuned, calibration.limits, windows,
-                         cases(year, spec, args.cases, args.seed))  # fmt: skip
+    detected = detection(reference, year, spec, tuned, calibration.limits, windows, cases(year, spec, args.seed),
+                         args.cases)  # fmt: skip
     write(args.out, alarms, detected, calibration.limits, tuned)
 
 
-def write(out: Path, alarms: dict[str, pd.DataFrame], detected: pd.DataFrame, limits: Limits,
+def write(out: Path, alarms: dict[str, pd.DataFrame], drawn: pd.DataFrame, limits: Limits,
           tuned: Monitor) -> None:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     pd.concat([frame.assign(setting=name) for name, frame in alarms.items()]).to_csv(out / "false_alarms.csv",
                                                                                     index=False)  # fmt: skip
-    detected.to_csv(out / "detection.csv", index=False)
+    drawn.to_csv(out / "detection.csv", index=False)
+    detected = drawn[~drawn["redrawn"]].astype({"detected": bool, "monitor_alarms": bool})
     chart(alarms, detected, out / "chart.png")
     summary = {
         "window_days": tuned.window_days, "alarms_per_quarter_target": tuned.alarms_per_quarter,
@@ -215,7 +239,8 @@ def write(out: Path, alarms: dict[str, pd.DataFrame], detected: pd.DataFrame, li
                                 "features_over_one_per_quarter": sorted(set(frame.groupby(["feature", "quarter"])
                                     ["drifted"].sum().loc[lambda s: s > 1].index.get_level_values(0)))}
                          for name, frame in alarms.items()},
-        "detection": {"cases": len(detected), "detected": int(detected["detected"].sum()),
+        "detection": {"cases": len(detected), "redrawn": int(drawn["redrawn"].sum()),
+                      "detected": int(detected["detected"].sum()),
                       "rate": round(float(detected["detected"].mean()), 4),
                       "monitor_alarms": int(detected["monitor_alarms"].sum()),
                       "by_fault": detected.groupby("fault")["detected"].mean().round(3).to_dict(),

@@ -20,7 +20,17 @@ from tiffin.lifecycle.calibration import (
     target_quantile,
     window_psis,
 )
-from tiffin.lifecycle.drift import contiguous, feed_features, longest_run, numeric_psi, tail_share, window_statistics
+from tiffin.lifecycle.drift import (
+    contiguous,
+    feed_features,
+    label_contexts,
+    longest_run,
+    numeric_psi,
+    tail_share,
+    unseen_pairs,
+    unseen_share,
+    window_statistics,
+)
 from tiffin.lifecycle.monitoring import judge_window
 
 SEASONAL = "temp"  # replaced by a pure annual cycle plus noise: its only drift is the calendar
@@ -107,9 +117,15 @@ def test_each_limit_sits_at_its_share_of_the_target_quantile_of_healthy_windows_
     table = window_psis(training, bike_spec, settings)
     assert calibrated.windows == len(table) > 30
     assert calibrated.quantile == pytest.approx(target_quantile(settings), abs=1e-4)
-    floors = {"psi": 0.2, "tail_share": TAIL_FLOOR, "residual_tail": TAIL_FLOOR, "longest_run": RUN_FLOOR}
+    floors = {"psi": 0.2, "tail_share": TAIL_FLOOR, "residual_tail": TAIL_FLOOR, "unseen_share": TAIL_FLOOR,
+              "unseen_pairs": TAIL_FLOOR, "longest_run": RUN_FLOOR}  # fmt: skip
     fed = set(feed_features(bike_spec))
-    assert {name for name, limits in calibrated.limits.items() if len(limits) == 4} == fed
+    assert {name for name, limits in calibrated.limits.items() if "tail_share" in limits} == fed
+    # Values off the grid are counted for the feeds of a fixed resolution, not for the synthetic continuous one.
+    assert {name for name, limits in calibrated.limits.items() if "unseen_share" in limits} == fed - {SEASONAL}
+    assert {name for name, limits in calibrated.limits.items() if "unseen_pairs" in limits} == set(
+        bike_spec.features.categorical
+    )
     for name, limits in calibrated.limits.items():
         each = statistic_quantile(calibrated.quantile, len(limits))
         for statistic, limit in limits.items():
@@ -250,7 +266,75 @@ def test_a_unit_change_beyond_the_references_tails_is_flagged_though_its_psi_sta
     hum = judged.loc["hum"]
     assert hum["psi"] < hum["threshold"] and hum["drifted"]
     assert hum["tail_share"] >= days.mean() > hum["tail_threshold"]
-    assert set(hum["signals"].split(", ")) == {"tail_share", "residual_tail"}
+    assert {"tail_share", "residual_tail"} <= set(hum["signals"].split(", "))
+
+
+def test_the_unseen_share_counts_values_off_a_feeds_grid_and_skips_continuous_feeds() -> None:
+    whole = pd.Series(np.repeat(np.arange(100.0), 20))  # whole numbers, each 20 times: a fixed resolution
+    assert unseen_share(whole, pd.Series([3.0, 50.0, 99.0])) == 0
+    assert unseen_share(whole, pd.Series([3.0, 50.0 / 3.6, 70.0, np.nan, 120.0])) == 0.5  # missing: not a value
+    continuous = pd.Series(np.random.default_rng(0).normal(size=2000))  # every value new: nothing to say
+    assert np.isnan(unseen_share(continuous, continuous.iloc[:10] + 1e-3))
+
+
+def test_unseen_pairs_counts_labels_that_contradict_a_frequent_partner_and_leaves_rare_ones_alone() -> None:
+    day = np.repeat(["Mon", "Sat"], [500, 300])
+    reference = pd.DataFrame({"kind": np.where(day == "Sat", "weekend", "work"), "day": day})
+    window = pd.DataFrame({"kind": ["work", "weekend", "weekend", "work"], "day": ["Mon", "Sat", "Mon", "Sat"]})
+    # weekend on a Monday: expected 500 x 3/8 = 188 times if unrelated, never seen; work on a Saturday likewise.
+    assert unseen_pairs(reference, window, "kind") == 0.5
+    # A partner too rare to say anything: 3 Sundays, all weekend; a Sunday at work would come 3 x 500 / 803 = 1.9
+    # times if unrelated, under PAIR_EXPECTED: not judged.
+    rare = pd.concat([reference, pd.DataFrame({"kind": ["weekend"] * 3, "day": ["Sun"] * 3})], ignore_index=True)
+    assert unseen_pairs(rare, pd.DataFrame({"kind": ["work"], "day": ["Sun"]}), "kind") == 0
+
+
+def _judged(calibrated: Calibration, training: pd.DataFrame, window: pd.DataFrame, spec: DatasetSpec,
+            settings: Monitor) -> tuple[pd.DataFrame, object]:  # fmt: skip
+    logged = window.assign(model="m", role="champion", row_key=range(len(window)), event_time=window["dteday"])
+    truth = pd.DataFrame({"row_key": pd.Series(dtype=object), "actual": pd.Series(dtype="float64")})
+    verdict = judge_window(training, logged, truth, spec, thresholds=settings, calibration=calibrated, model="m",
+                           start="2012-07-02", end="2012-07-29")  # fmt: skip
+    return verdict.drift.set_index("feature"), verdict
+
+
+def test_two_days_of_a_unit_change_are_flagged_off_the_feeds_grid_where_psi_and_the_tails_see_weather(
+    calibrated: Calibration, training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    """Two days of wind speed sent in m/s instead of km/h (x 1/3.6) in a healthy four-week window: calm days look
+    the same to PSI, to the tails and to the residual; but the feed's values step on a grid, and these are off it."""
+    changed = july.copy()
+    days = ((changed["dteday"] >= "2012-07-20") & (changed["dteday"] <= "2012-07-21")).to_numpy()
+    changed.loc[days, "windspeed"] = changed.loc[days, "windspeed"] / 3.6
+    wind = _judged(calibrated, training, changed, bike_spec, settings)[0].loc["windspeed"]
+    assert wind["psi"] < wind["threshold"] and wind["tail_share"] <= wind["tail_threshold"]
+    assert wind["residual_tail"] <= wind["residual_threshold"]
+    assert wind["unseen_share"] > wind["unseen_threshold"] and wind["signals"] == "unseen_share"
+    healthy = _judged(calibrated, training, july, bike_spec, settings)[0].loc["windspeed"]
+    assert healthy["unseen_share"] <= healthy["unseen_threshold"] and not healthy["drifted"]
+
+
+def test_two_days_of_a_relabelled_season_are_flagged_by_the_month_they_contradict(
+    calibrated: Calibration, training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    """The example's July hours carry one season label; two days of another (a feed that switched its labels)
+    move the season's PSI less than its calibrated threshold, but that label never comes in July."""
+    changed = july.copy()
+    days = ((changed["dteday"] >= "2012-07-20") & (changed["dteday"] <= "2012-07-21")).to_numpy()
+    other = next(label for label in training["season"].unique() if label != july["season"].iloc[0])
+    changed.loc[days, "season"] = other
+    assert "<month>" in label_contexts(bike_spec, changed)
+    judged, verdict = _judged(calibrated, training, changed, bike_spec, settings)
+    season = judged.loc["season"]
+    assert season["psi"] < season["threshold"] and season["unseen_pairs"] == pytest.approx(days.mean())
+    assert season["signals"] == "unseen_pairs" and "feed_faults" in verdict.crossed and verdict.exit_code == 4
+    assert _judged(calibrated, training, july, bike_spec, settings)[0].loc["season", "unseen_pairs"] == 0
+
+
+def test_a_limit_is_rounded_up_so_a_healthy_windows_own_value_never_crosses_it() -> None:
+    from tiffin.lifecycle.calibration import _limit
+
+    assert _limit(pd.Series([0.0, 24 / 672]), 1.0, 0.02) == 0.0358 > 24 / 672
 
 
 def test_monitor_without_a_window_is_a_usage_error_and_calibrate_needs_none() -> None:

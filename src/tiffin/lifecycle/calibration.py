@@ -7,10 +7,11 @@ reference it would get in production (`monitor.reference`, built from the refere
 window and its neighbouring windows, so that no window is compared with itself), and puts each
 feature's limits where healthy windows cross them at the target rate: `alarms_per_quarter` alarms per
 feature per quarter, i.e. a share `alarms_per_quarter * window_days / 91.3` of windows, shared out
-equally between the feature's statistics (PSI; for a fed numeric feature also the share of values
-beyond the reference's tails and the longest run of one value, see `drift`). A PSI threshold is never
-below `feature_psi` (the prediction's never below `prediction_psi`), a tail share's never below
-`TAIL_FLOOR`, a run's never below `RUN_FLOOR` hours.
+equally between the feature's statistics (PSI; for a fed numeric feature also the shares of values
+beyond the reference's tails, of residuals beyond theirs and of values the reference never holds, and the
+longest run of one value; for a categorical one the share of labels that contradict the row's other labels
+or month, see `drift`). A PSI threshold is never below `feature_psi` (the prediction's never below
+`prediction_psi`), a share's never below `TAIL_FLOOR`, a run's never below `RUN_FLOOR` hours.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ DAYS_PER_QUARTER = 365.25 / 4
 PREDICTION = "prediction"
 TAIL_FLOOR = 0.02  # twice what a healthy window has outside the reference's 0.5 % tails
 RUN_FLOOR = 3.0
+DECIMALS = 4  # of a limit
+# A feed check's statistic -> (its key in a calibration, the floor of its limit).
+FEED_CHECKS = {"tail_share": ("tail_threshold", TAIL_FLOOR), "residual_tail": ("residual_threshold", TAIL_FLOOR),
+               "unseen_share": ("unseen_threshold", TAIL_FLOOR), "unseen_pairs": ("pair_threshold", TAIL_FLOOR),
+               "longest_run": ("run_threshold", RUN_FLOOR)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,7 @@ class Calibration:
     @property
     def limits(self) -> dict[str, dict[str, float]]:
         """Each feature's limit per statistic, as `drift.drift_table` judges them."""
-        keys = {"psi": "threshold", "tail_share": "tail_threshold", "residual_tail": "residual_threshold",
-                "longest_run": "run_threshold"}  # fmt: skip
+        keys = {"psi": "threshold", **{statistic: key for statistic, (key, _) in FEED_CHECKS.items()}}
         return {name: {statistic: stats[key] for statistic, key in keys.items() if key in stats}
                 for name, stats in self.features.items()}  # fmt: skip
 
@@ -122,9 +127,12 @@ def window_psis(reference: pd.DataFrame, spec: DatasetSpec, settings: Monitor) -
 
 
 def _limit(values: pd.Series, quantile: float, floor: float) -> float:
-    """The quantile of the healthy windows' values, never under `floor` (the floor where none was measured)."""
+    """The quantile of the healthy windows' values, never under `floor` (the floor where none was measured),
+    rounded up: rounded to the nearest, one healthy window's own value (a day of a four-week window, 0.035714)
+    would cross its limit (0.0357)."""
     known = values.dropna()
-    return round(max(floor, float(np.quantile(known, quantile, method="higher"))) if len(known) else floor, 4)
+    value = max(floor, float(np.quantile(known, quantile, method="higher"))) if len(known) else floor
+    return float(np.ceil(round(value * 10**DECIMALS, 6)) / 10**DECIMALS)
 
 
 def _stats(values: pd.Series, quantile: float, floor: float) -> dict[str, float]:
@@ -146,9 +154,7 @@ def statistic_quantile(quantile: float, statistics: int) -> float:
 
 
 def _feature_limits(table: pd.DataFrame, name: str, quantile: float, floor: float) -> dict[str, float]:
-    extra = {"tail_share": ("tail_threshold", TAIL_FLOOR), "residual_tail": ("residual_threshold", TAIL_FLOOR),
-             "longest_run": ("run_threshold", RUN_FLOOR)}  # fmt: skip
-    present = {kind: key_floor for kind, key_floor in extra.items() if f"{name}:{kind}" in table}
+    present = {kind: key_floor for kind, key_floor in FEED_CHECKS.items() if f"{name}:{kind}" in table}
     each = statistic_quantile(quantile, 1 + len(present))
     limits = _stats(table[name], each, floor)
     for kind, (key, least) in present.items():

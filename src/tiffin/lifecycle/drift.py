@@ -22,6 +22,13 @@ PSI_EPSILON = 1e-4  # stands in for an empty bin's share, so one empty bin does 
 BIN_DECIMALS = 8
 MISSING = "<missing>"
 TAIL = 0.005  # tail_share: outside the reference's 0.5 % and 99.5 % quantiles
+# unseen_share: a feed of a fixed resolution (whole numbers, a set number of decimals) repeats its values; one
+# whose reference holds each value fewer times than this on average is continuous, and every value is new.
+REPEATS = 10
+# unseen_pairs: a pair of labels the reference would hold this many times if they were unrelated, and never holds,
+# does not go together (rows come in blocks, a day's 24 hours share their labels: 100 is still four days).
+PAIR_EXPECTED = 100
+MONTH = "<month>"
 
 
 # -- the statistic -----------------------------------------------------------------------------
@@ -129,6 +136,44 @@ def longest_run(values: pd.Series, groups: np.ndarray | None = None) -> float:
     return float(np.bincount(run_ids).max())
 
 
+def unseen_share(reference: pd.Series, current: pd.Series) -> float:
+    """Share of the window's values that the reference never holds, for a feed of a fixed resolution (NaN for
+    a continuous one). A unit change or a new rounding sends values off the feed's grid from its first hour,
+    however ordinary their size: the share is then that of the faulty hours, not diluted by the weather."""
+    values, known = _numbers(reference), _numbers(current)
+    values, known = values[~np.isnan(values)], known[~np.isnan(known)]
+    distinct = np.unique(values)
+    if not len(known) or not len(distinct) or len(distinct) * REPEATS > len(values):
+        return float("nan")
+    return float(np.mean(~np.isin(known, distinct)))
+
+
+def label_contexts(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each row's categorical labels (missing as a label of its own) and, where the frame has its event time,
+    its calendar month: what a label is checked against in `unseen_pairs`."""
+    found = pd.DataFrame({name: _labels(frame[name]).to_numpy() for name in spec.features.categorical if name in frame})
+    if has_event_time(spec, frame):
+        found[MONTH] = pd.to_datetime(spec.event_time(frame)).dt.month.astype(str).to_numpy()
+    return found
+
+
+def unseen_pairs(reference: pd.DataFrame, current: pd.DataFrame, name: str) -> float:
+    """Share of the window's rows whose label of `name` the reference never shows beside one of the row's other
+    labels or its month, though it would show it PAIR_EXPECTED times or more if the two were unrelated. A
+    relabelled field contradicts the fields it goes with (a holiday on a Saturday, a season in another month)
+    from its first hour, where its share of labels moves no more than a week of weather would move it."""
+    if current.empty or name not in current or name not in reference:
+        return float("nan")
+    share = reference[name].value_counts(normalize=True)
+    contradicted = np.zeros(len(current), dtype=bool)
+    for other in [column for column in reference.columns if column != name and column in current]:
+        expected = current[other].map(reference[other].value_counts()).fillna(0) * current[name].map(share).fillna(0)
+        seen = pd.MultiIndex.from_frame(reference[[other, name]].drop_duplicates())
+        unseen = ~pd.MultiIndex.from_frame(current[[other, name]]).isin(seen)
+        contradicted |= (expected.to_numpy() >= PAIR_EXPECTED) & unseen
+    return float(contradicted.mean())
+
+
 def _line(reference: pd.DataFrame, name: str, others: list[str], weight: pd.Series) -> np.ndarray | None:
     """Intercept and slopes of `name` on `others`, least squares weighted by `weight` (None: too few rows)."""
     fit_rows = reference[[name, *others]][weight.to_numpy() > 0].dropna()
@@ -211,10 +256,13 @@ def feed_features(spec: DatasetSpec) -> list[str]:
 def window_statistics(
     reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, weights: np.ndarray | None = None
 ) -> dict[str, dict[str, float]]:
-    """Every statistic of every feature of one window: {feature: {psi, tail_share, longest_run}}."""
+    """Every statistic of every feature of one window: {feature: {psi, and for a fed numeric feature tail_share,
+    residual_tail, unseen_share, longest_run; for a categorical one unseen_pairs}} (a statistic that does not
+    apply, such as unseen_share on a continuous feed, is left out)."""
     order, stretches, _ = series_order(spec, current)
     fed = [name for name in feed_features(spec) if name in current and name in reference]
     residual = residuals(reference, current, fed) if len(fed) > 1 else {}
+    labels = (label_contexts(spec, reference), label_contexts(spec, current))
     found: dict[str, dict[str, float]] = {}
     for name, kind in drift_features(spec, reference):
         if name not in current:
@@ -224,7 +272,12 @@ def window_statistics(
             found[name]["tail_share"] = tail_share(reference[name], current[name], weights)
             if name in residual:
                 found[name]["residual_tail"] = tail_share(*residual[name], weights)
+            found[name]["unseen_share"] = unseen_share(reference[name], current[name])
             found[name]["longest_run"] = longest_run(current[name].iloc[order], stretches)
+        elif kind == "categorical":
+            found[name]["unseen_pairs"] = unseen_pairs(*labels, name)
+        found[name] = {statistic: value for statistic, value in found[name].items()
+                       if statistic == "psi" or not np.isnan(value)}  # fmt: skip
     return found
 
 
@@ -237,9 +290,9 @@ def drift_table(
     limits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """Each feature's statistics (history features included: logged with each prediction) against the reference
-    rows (weighted by `weights`), and which crossed its limit: `limits` (calibrated: {feature: {psi, tail_share,
-    longest_run}}) else PSI at `threshold`, the other two then reported, not judged (they have no conventional
-    threshold). PSI drifts at or over its limit; a tail share or a run over it."""
+    rows (weighted by `weights`), and which crossed its limit: `limits` (calibrated: {feature: {statistic:
+    limit}}) else PSI at `threshold`, the others then reported, not judged (they have no conventional
+    threshold). PSI drifts at or over its limit; a share or a run over it."""
     kinds, records = dict(drift_features(spec, reference)), []
     for name, values in window_statistics(reference, current, spec, weights).items():
         limit = dict((limits or {}).get(name) or {"psi": threshold})
@@ -248,8 +301,11 @@ def drift_table(
         records.append({"feature": name, "kind": kinds[name], "psi": round(values["psi"], 4), "threshold": limit["psi"],
                         "tail_share": values.get("tail_share"), "tail_threshold": limit.get("tail_share"),
                         "residual_tail": values.get("residual_tail"), "residual_threshold": limit.get("residual_tail"),
+                        "unseen_share": values.get("unseen_share"), "unseen_threshold": limit.get("unseen_share"),
+                        "unseen_pairs": values.get("unseen_pairs"), "pair_threshold": limit.get("unseen_pairs"),
                         "longest_run": values.get("longest_run"), "run_threshold": limit.get("longest_run"),
                         "drifted": bool(crossed), "signals": ", ".join(crossed)})  # fmt: skip
     columns = ["feature", "kind", "psi", "threshold", "tail_share", "tail_threshold", "residual_tail",
-               "residual_threshold", "longest_run", "run_threshold", "drifted", "signals"]  # fmt: skip
+               "residual_threshold", "unseen_share", "unseen_threshold", "unseen_pairs", "pair_threshold",
+               "longest_run", "run_threshold", "drifted", "signals"]  # fmt: skip
     return pd.DataFrame.from_records(records, columns=columns)

@@ -254,7 +254,7 @@ def write_prometheus(result: MonitorResult, path: Path) -> None:
     for row in result.drift.itertuples():
         feature.labels(row.feature).set(row.psi)
         threshold.labels(row.feature).set(row.threshold)
-    flagged = "Features flagged: a statistic (PSI, tails, residuals, runs) over its limit"
+    flagged = "Features flagged: PSI or a feed check (tails, residuals, off-grid values, label pairs, runs) over limit"
     gauge("drifted_features", flagged).set(len(result.drifted_features))
     if result.prediction_psi is not None:
         gauge("prediction_psi", "PSI of the predictions against the reference's").set(result.prediction_psi)

@@ -209,7 +209,7 @@ def _judge(result: MonitorResult) -> list[ThresholdCheck]:
     shifted = bool(not few and pred is not None and pred >= result.prediction_threshold)
     return [
         ThresholdCheck("drifted_features", drifted, t.max_drifted_features, too_many,
-                       few or f"{drifted} features flagged (PSI, tails, residuals or a stuck value over its limit)"),
+                       few or f"{drifted} features flagged (PSI or a feed check over its limit)"),
         ThresholdCheck("prediction_psi", pred, result.prediction_threshold, shifted,
                        few or ("" if pred is not None else "no logged predictions of this model")),
         _mae_check(result),
@@ -218,14 +218,15 @@ def _judge(result: MonitorResult) -> list[ThresholdCheck]:
 
 
 def _feed_check(result: MonitorResult, few: str) -> ThresholdCheck:
-    """A feed fault (values beyond the reference's tails, a field moving alone, a stuck value) is one feature's
-    own: it alarms alone, where drift waits for more than `max_drifted_features`."""
+    """A feed fault (values beyond the reference's tails or off its grid, a field moving alone, a label that
+    contradicts the others, a stuck value) is one feature's own: it alarms alone, where drift waits for more
+    than `max_drifted_features`."""
     signals = result.drift["signals"].fillna("").str.split(", ")
     faulty = [name for name, found in zip(result.drift["feature"], signals, strict=True) if set(found) - {"psi", ""}]
     note = few or (
         f"feed checks over their calibrated limits: {', '.join(faulty)}"
         if faulty
-        else "tails, residuals and runs within their calibrated limits (not judged without a calibration)"
+        else "feed checks within their calibrated limits (not judged without a calibration)"
     )
     return ThresholdCheck("feed_faults", len(faulty), 0, bool(faulty and not few), note)  # fmt: skip
 
