@@ -168,8 +168,9 @@ def unseen_pairs(reference: pd.DataFrame, current: pd.DataFrame, name: str) -> f
     contradicted = np.zeros(len(current), dtype=bool)
     for other in [column for column in reference.columns if column != name and column in current]:
         expected = current[other].map(reference[other].value_counts()).fillna(0) * current[name].map(share).fillna(0)
-        seen = pd.MultiIndex.from_frame(reference[[other, name]].drop_duplicates())
-        unseen = ~pd.MultiIndex.from_frame(current[[other, name]]).isin(seen)
+        seen = set(reference[[other, name]].drop_duplicates().itertuples(index=False, name=None))
+        unseen = np.fromiter((pair not in seen for pair in zip(current[other], current[name], strict=True)), bool,
+                             len(current))  # fmt: skip
         contradicted |= (expected.to_numpy() >= PAIR_EXPECTED) & unseen
     return float(contradicted.mean())
 
