@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tiffin.core import normalise
 from tiffin.core.normalise import FILLS, PARSERS, hour_of_day, resolve, weekday_name
@@ -51,3 +53,28 @@ def test_booleans_are_not_taken_for_the_numbers_they_equal() -> None:
     mapped = normalise.map_unique(raw, lambda value: type(value).__name__)
     assert mapped.tolist() == ["float", "int", "bool", "bool", "str", "float"]
     assert normalise.without_booleans(raw).isna().tolist() == [False, False, True, True, False, False]
+
+
+# A database's TEXT column repeats a few values: read once per distinct value, every value must still read as if
+# alone (a number, NaN for junk or missing, NaN beyond float64), whatever mixes with it.
+_RAW_VALUES = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(0, 30).map(str),
+    st.floats(-1e6, 1e6).map(repr),
+    st.sampled_from(["", " 7 ", "six", "1e400", "NaN", "0x10", "٣", "7.0"]),
+    st.none(),
+)
+
+
+@given(pool=st.lists(_RAW_VALUES, min_size=1, max_size=12), picks=st.lists(st.integers(0, 11), min_size=100))
+@settings(max_examples=150, deadline=None)
+def test_numbers_read_once_per_distinct_value_equal_each_value_read_alone(pool: list, picks: list[int]) -> None:
+    raw = pd.Series([pool[i % len(pool)] for i in picks], dtype=object)
+    alone = [normalise.to_numbers(pd.Series([value], dtype=object)).iloc[0] for value in raw]
+    pd.testing.assert_series_equal(normalise.to_numbers(raw), pd.Series(alone, dtype="float64"))
+
+
+def test_weekday_name_has_none_for_a_missing_date() -> None:
+    dates = pd.Series(pd.to_datetime(["2012-06-04", None, "2012-06-10"]))
+    assert weekday_name(dates).tolist() == ["Mon", None, "Sun"]

@@ -69,7 +69,23 @@ def without_booleans(raw: pd.Series) -> pd.Series:
 
 def to_numbers(raw: pd.Series) -> pd.Series:
     """Numbers as float64, NaN where a value is no number; a number beyond float64's range (a JSON or SQL integer
-    of 400 digits) is NaN too, never an OverflowError."""
+    of 400 digits) is NaN too, never an OverflowError. Text repeating a few values (a database's TEXT column) is
+    read once per distinct value."""
+    if raw.dtype == object and len(raw) > _FEW:
+        try:
+            codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        except TypeError:  # unhashable values: read one by one below
+            codes, uniques = None, ()
+        if codes is not None and len(uniques) * 2 < len(raw):
+            numbers = _numbers(pd.Series(uniques, dtype=object)).to_numpy()
+            return pd.Series(np.append(numbers, np.nan)[codes], index=raw.index)  # code -1 (missing) is NaN
+    return _numbers(raw)
+
+
+_FEW = 64  # below this, factorising costs more than it saves
+
+
+def _numbers(raw: pd.Series) -> pd.Series:
     try:
         return pd.to_numeric(raw, errors="coerce").astype("float64")
     except (OverflowError, TypeError, ValueError):
@@ -94,8 +110,9 @@ def hour_of_day(raw: pd.Series) -> pd.Series:
 
 
 def weekday_name(dates: pd.Series) -> pd.Series:
-    """The three-letter English weekday of each date ('Mon' … 'Sun')."""
-    return dates.dt.dayofweek.map(lambda day: WEEKDAYS[int(day)] if pd.notna(day) else None)
+    """The three-letter English weekday of each date ('Mon' … 'Sun'); None where there is no date."""
+    names = np.array([*WEEKDAYS, None], dtype=object)
+    return pd.Series(names[dates.dt.dayofweek.fillna(len(WEEKDAYS)).astype("int64").to_numpy()], index=dates.index)
 
 
 def hour(moments: pd.Series) -> pd.Series:
