@@ -282,11 +282,11 @@ def test_unseen_pairs_counts_labels_that_contradict_a_frequent_partner_and_leave
     reference = pd.DataFrame({"kind": np.where(day == "Sat", "weekend", "work"), "day": day})
     window = pd.DataFrame({"kind": ["work", "weekend", "weekend", "work"], "day": ["Mon", "Sat", "Mon", "Sat"]})
     # weekend on a Monday: expected 500 x 3/8 = 188 times if unrelated, never seen; work on a Saturday likewise.
-    assert unseen_pairs(reference, window, "kind") == 0.5
+    assert unseen_pairs(reference, window)["kind"] == 0.5
     # A partner too rare to say anything: 3 Sundays, all weekend; a Sunday at work would come 3 x 500 / 803 = 1.9
     # times if unrelated, under PAIR_EXPECTED: not judged.
     rare = pd.concat([reference, pd.DataFrame({"kind": ["weekend"] * 3, "day": ["Sun"] * 3})], ignore_index=True)
-    assert unseen_pairs(rare, pd.DataFrame({"kind": ["work"], "day": ["Sun"]}), "kind") == 0
+    assert unseen_pairs(rare, pd.DataFrame({"kind": ["work"], "day": ["Sun"]}))["kind"] == 0
 
 
 def _judged(calibrated: Calibration, training: pd.DataFrame, window: pd.DataFrame, spec: DatasetSpec,
@@ -329,6 +329,24 @@ def test_two_days_of_a_relabelled_season_are_flagged_by_the_month_they_contradic
     assert season["psi"] < season["threshold"] and season["unseen_pairs"] == pytest.approx(days.mean())
     assert season["signals"] == "unseen_pairs" and "feed_faults" in verdict.crossed and verdict.exit_code == 4
     assert _judged(calibrated, training, july, bike_spec, settings)[0].loc["season", "unseen_pairs"] == 0
+
+
+def test_a_holiday_on_a_weekday_the_reference_never_had_one_on_is_no_feed_fault(
+    calibrated: Calibration, training: pd.DataFrame, july: pd.DataFrame, bike_spec: DatasetSpec, settings: Monitor
+) -> None:
+    """2012's Independence Day fell on a Wednesday; 2011 had no holiday on a Wednesday, so its Wednesdays are all
+    working days. The replay of 2012 flagged weekday and workingday as a feed fault for that healthy window: the day
+    off on a Wednesday is explained by the holiday, a pair too rare in the reference to judge."""
+    assert not ((training["weekday"] == "Wed") & (training["holiday"] == "Yes")).any()
+    judged, verdict = _judged(calibrated, training, july, bike_spec, settings)
+    assert judged["unseen_pairs"].fillna(0).eq(0).all(), judged["unseen_pairs"]
+    assert "feed_faults" not in verdict.crossed
+    # The same day with the holiday taken away (a Wednesday off for no reason) still contradicts its weekday.
+    changed = july.copy()
+    independence_day = (changed["dteday"] == "2012-07-04").to_numpy()
+    changed.loc[independence_day, "holiday"] = "No"
+    judged = _judged(calibrated, training, changed, bike_spec, settings)[0]
+    assert judged.loc["workingday", "unseen_pairs"] == pytest.approx(independence_day.mean())
 
 
 def test_a_limit_is_rounded_up_so_a_healthy_windows_own_value_never_crosses_it() -> None:

@@ -157,22 +157,32 @@ def label_contexts(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
     return found
 
 
-def unseen_pairs(reference: pd.DataFrame, current: pd.DataFrame, name: str) -> float:
-    """Share of the window's rows whose label of `name` the reference never shows beside one of the row's other
-    labels or its month, though it would show it PAIR_EXPECTED times or more if the two were unrelated. A
-    relabelled field contradicts the fields it goes with (a holiday on a Saturday, a season in another month)
-    from its first hour, where its share of labels moves no more than a week of weather would move it."""
-    if current.empty or name not in current or name not in reference:
-        return float("nan")
-    share = reference[name].value_counts(normalize=True)
-    contradicted = np.zeros(len(current), dtype=bool)
-    for other in [column for column in reference.columns if column != name and column in current]:
-        expected = current[other].map(reference[other].value_counts()).fillna(0) * current[name].map(share).fillna(0)
-        seen = set(reference[[other, name]].drop_duplicates().itertuples(index=False, name=None))
-        unseen = np.fromiter((pair not in seen for pair in zip(current[other], current[name], strict=True)), bool,
-                             len(current))  # fmt: skip
-        contradicted |= (expected.to_numpy() >= PAIR_EXPECTED) & unseen
-    return float(contradicted.mean())
+def unseen_pairs(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, float]:
+    """For each label column, the share of the window's rows whose label the reference never shows beside one of
+    the row's other labels or its month, though it would show it PAIR_EXPECTED times or more if the two were
+    unrelated. A relabelled field contradicts the fields it goes with (a holiday on a Saturday, a season in another
+    month) from its first hour, where its share of labels moves no more than a week of weather would move it.
+
+    A row that also holds a pair the reference never shows but is too rare to judge (a holiday on a Wednesday,
+    where the reference's holidays fell on other days) is excused: the reference cannot say what goes with it, so
+    its day off on a Wednesday contradicts nothing."""
+    names = [name for name in reference.columns if name in current]
+    if current.empty or not names:
+        return {}
+    contradicted = {name: np.zeros(len(current), dtype=bool) for name in names}
+    unexplained = np.zeros(len(current), dtype=bool)
+    for position, first in enumerate(names):
+        share = reference[first].value_counts(normalize=True)
+        for second in names[position + 1 :]:
+            expected = current[second].map(reference[second].value_counts()).fillna(0) * current[first].map(share)
+            seen = set(reference[[first, second]].drop_duplicates().itertuples(index=False, name=None))
+            unseen = np.fromiter((pair not in seen for pair in zip(current[first], current[second], strict=True)),
+                                 bool, len(current))  # fmt: skip
+            judged = expected.fillna(0).to_numpy() >= PAIR_EXPECTED
+            unexplained |= unseen & ~judged
+            for name in (first, second):
+                contradicted[name] |= unseen & judged
+    return {name: float((rows & ~unexplained).mean()) for name, rows in contradicted.items()}
 
 
 def _line(reference: pd.DataFrame, name: str, others: list[str], weight: pd.Series) -> np.ndarray | None:
@@ -263,7 +273,7 @@ def window_statistics(
     order, stretches, _ = series_order(spec, current)
     fed = [name for name in feed_features(spec) if name in current and name in reference]
     residual = residuals(reference, current, fed) if len(fed) > 1 else {}
-    labels = (label_contexts(spec, reference), label_contexts(spec, current))
+    pairs = unseen_pairs(label_contexts(spec, reference), label_contexts(spec, current))
     found: dict[str, dict[str, float]] = {}
     for name, kind in drift_features(spec, reference):
         if name not in current:
@@ -276,7 +286,7 @@ def window_statistics(
             found[name]["unseen_share"] = unseen_share(reference[name], current[name])
             found[name]["longest_run"] = longest_run(current[name].iloc[order], stretches)
         elif kind == "categorical":
-            found[name]["unseen_pairs"] = unseen_pairs(*labels, name)
+            found[name]["unseen_pairs"] = pairs.get(name, np.nan)
         found[name] = {statistic: value for statistic, value in found[name].items()
                        if statistic == "psi" or not np.isnan(value)}  # fmt: skip
     return found
