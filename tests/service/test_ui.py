@@ -190,6 +190,7 @@ def test_monitoring_draws_each_slice_over_the_windows(ui_url: str, page: object)
     assert page.locator("#windows tr").count() == 3  # two windows
     assert page.locator("svg.chart polyline").count() >= 2
     page.click("main >> text=dashboard")
+    page.wait_for_load_state("load")  # a click returns once the navigation commits: the new page may be blank yet
     assert "Monitoring" in page.title() or page.locator("h1").count() >= 1
     assert "2011-04-15" in page.content()  # the latest window's dashboard
 
