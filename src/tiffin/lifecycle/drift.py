@@ -171,10 +171,11 @@ def unseen_pairs(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, fl
         return {}
     contradicted = {name: np.zeros(len(current), dtype=bool) for name in names}
     unexplained = np.zeros(len(current), dtype=bool)
+    counts = {name: reference[name].value_counts() for name in names}  # once a column, not once a pair
     for position, first in enumerate(names):
-        share = reference[first].value_counts(normalize=True)
+        share = counts[first] / counts[first].sum()
         for second in names[position + 1 :]:
-            expected = current[second].map(reference[second].value_counts()).fillna(0) * current[first].map(share)
+            expected = current[second].map(counts[second]) * current[first].map(share)
             seen = set(reference[[first, second]].drop_duplicates().itertuples(index=False, name=None))
             unseen = np.fromiter((pair not in seen for pair in zip(current[first], current[second], strict=True)),
                                  bool, len(current))  # fmt: skip
