@@ -318,8 +318,8 @@ def _configure_logging() -> None:
     is_flag=True,
     help="Do not log the predictions for monitoring (the batch logs by reference: a role on each prediction row).",
 )
-@click.option("--chunk-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
-              help="Rows per read/score/write transaction.")  # fmt: skip
+@click.option("--chunk-rows", type=click.IntRange(min=1),
+              help="Rows per read/score/write transaction (default: 25,000, `jobs.batch.CHUNK_ROWS`).")  # fmt: skip
 @click.option("--retry-rejects", is_flag=True, help="Take up rows this model rejected before even if unchanged.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="OpenMP threads for the model (more are slower while this process reads and writes).")  # fmt: skip
@@ -331,12 +331,12 @@ def _configure_logging() -> None:
     "--output", help="Spark: write predictions/ and rejects/ here as Parquet (default: into the --db tables)."
 )
 def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, shadow_tag: str | None,
-          no_log: bool, chunk_rows: int, retry_rejects: bool, threads: int, engine: str, master: str,
+          no_log: bool, chunk_rows: int | None, retry_rejects: bool, threads: int, engine: str, master: str,
           source: str | None, output: str | None) -> None:  # fmt: skip
     """Score a window of the source table into `predictions`, exactly once per (key, model)."""
     import sqlalchemy as sa
 
-    from tiffin.jobs.batch import EXIT_BUSY, BatchBusy, BatchJob
+    from tiffin.jobs.batch import CHUNK_ROWS, EXIT_BUSY, BatchBusy, BatchJob
     from tiffin.serving.scorer import Scorer
     from tiffin.storage import database
     from tiffin.storage.champion import model_option, serving_models
@@ -361,7 +361,7 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
     try:
         try:
             job = BatchJob(database.engine_for(db, must_exist=True), Scorer.from_model(loaded), loaded.tag,
-                           chunk_rows=chunk_rows, shadow=shadow, log_predictions=not no_log,
+                           chunk_rows=chunk_rows or CHUNK_ROWS, shadow=shadow, log_predictions=not no_log,
                            retry_rejects=retry_rejects, threads=threads)  # fmt: skip
         except ValueError as refused:  # models that cannot run together
             raise click.UsageError(str(refused)) from None
