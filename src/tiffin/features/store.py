@@ -161,9 +161,20 @@ def read(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str |
     return found
 
 
+def by_key(spec: DatasetSpec, stored: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the table indexed by their key (series, event time): what a caller attaching many chunks holds, so
+    that each lookup costs the chunk's rows, not the window's."""
+    return stored.set_index([*spec.series, EVENT_TIME])[spec.history.names()]
+
+
 def attach(spec: DatasetSpec, frame: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with its history features from `stored` (rows of the table); null for a point not in it."""
+    """`frame` with its history features from `stored` (rows of the table, or `by_key` of them); null for a point
+    not in it."""
     key = [*spec.series, EVENT_TIME]
-    found = keyed(spec, frame).merge(stored, on=key, how="left").drop(columns=key)
+    if list(stored.index.names) != key:
+        stored = by_key(spec, stored)
+    keys = keyed(spec, frame)
+    wanted = pd.MultiIndex.from_frame(keys) if len(key) > 1 else pd.Index(keys[EVENT_TIME])
+    found = stored.reindex(wanted)
     found.index = frame.index
     return frame.join(found.astype("float64"))

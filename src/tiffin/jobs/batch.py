@@ -281,7 +281,7 @@ class BatchJob:
         self.shadow = shadow
         self.retry_rejects = retry_rejects
         self.threads = threads
-        self.history: pd.DataFrame | None = None  # the window's feature table rows (specs with history)
+        self.history: pd.DataFrame | None = None  # the window's feature table rows by key (specs with history)
         self.contract = Contract(self.spec)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
@@ -435,7 +435,7 @@ class BatchJob:
             return None
         done = store.materialize(self.engine, self.spec, start, end)
         log.info("%s: %d points, %d written", store.table_name(self.spec), done.points, done.written)
-        return done.rows
+        return store.by_key(self.spec, done.rows)
 
     def _run(self, window: Window, start: str, end: str) -> RunSummary:
         began = time.perf_counter()

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec
+from tiffin.features import store
 from tiffin.jobs.batch import batch_tables, score_chunk
 from tiffin.serving.scorer import Scorer
 from tiffin.storage.clock import utcnow
@@ -140,7 +141,7 @@ def score(frame, model: LoadedModel, history: pd.DataFrame | None = None):
     spark = frame.sparkSession
     model_bytes = spark.sparkContext.broadcast((model.path / MODEL_FILE).read_bytes())
     spec_text = spark.sparkContext.broadcast((model.path / SPEC_FILE).read_text())
-    features = spark.sparkContext.broadcast(history)
+    features = spark.sparkContext.broadcast(store.by_key(model.spec, history) if history is not None else None)
     key = model.spec.key
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
