@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -110,6 +111,18 @@ with RetrainLock(engine, sys.argv[2]):
 """
 
 
+def wait_until_free(engine: object, seconds: float = 10.0) -> None:
+    """PostgreSQL frees a killed client's advisory lock when the server process notices the closed socket and exits:
+    a moment after the kill, not at once (CI once took the lock in between). SQLite's lock file is free at once."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with RetrainLock(engine, DATASET):
+                return
+        except retraining.RetrainBusy:
+            time.sleep(0.05)
+
+
 def test_one_retrain_at_a_time_across_processes_and_a_killed_one_is_abandoned(db_url, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, db_url, DATASET], stdout=subprocess.PIPE, text=True)
     try:
@@ -124,6 +137,7 @@ def test_one_retrain_at_a_time_across_processes_and_a_killed_one_is_abandoned(db
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+    wait_until_free(engine)
     with RetrainLock(engine, DATASET):  # the lock died with its process; the run it left is abandoned
         ledger = RetrainLedger(engine)
         assert ledger.abandon_running(DATASET) == 1
