@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from tiffin.core import exitcodes
 from tiffin.lifecycle import retraining
@@ -111,7 +112,7 @@ with RetrainLock(engine, sys.argv[2]):
 """
 
 
-def wait_until_free(engine: object, seconds: float = 10.0) -> None:
+def wait_until_free(engine: Engine, seconds: float = 10.0) -> None:
     """PostgreSQL frees a killed client's advisory lock when the server process notices the closed socket and exits:
     a moment after the kill, not at once (CI once took the lock in between). SQLite's lock file is free at once."""
     deadline = time.monotonic() + seconds
