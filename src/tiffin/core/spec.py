@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -386,8 +387,21 @@ class DatasetSpec(_Strict):
         """When each canonical row happened (date + hour for hourly data): the one definition of event time."""
         moment = frame[self.timestamp.column]
         if self.timestamp.hour:
-            moment = moment + pd.to_timedelta(frame[self.timestamp.hour].astype("float64"), unit="h")
+            moment = moment + pd.Series(_hours(frame[self.timestamp.hour].astype("float64")), index=frame.index)
         return moment
+
+
+def _hours(hours: pd.Series) -> np.ndarray:
+    """Hours as durations (NaT for null): whole hours by numpy's casts (a million: 0.01 s, against 0.25 s for
+    pandas' `to_timedelta` of floats, which the batch pays several times a row), any other as pandas does."""
+    values = hours.to_numpy(dtype="float64")
+    missing = np.isnan(values)
+    known = values[~missing]
+    if not (np.abs(known) < 2**31).all() or not np.array_equal(known, np.trunc(known)):
+        return pd.to_timedelta(values, unit="h").to_numpy()
+    durations = np.where(missing, 0, values).astype(np.int64).astype("timedelta64[h]").astype("timedelta64[ns]")
+    durations[missing] = np.timedelta64("NaT")
+    return durations
 
 
 def load_spec(path: str | Path) -> DatasetSpec:

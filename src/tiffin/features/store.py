@@ -9,6 +9,7 @@ time as ISO text (local time of the spec's zone), as the prediction log has it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,9 @@ from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec, duration
 from tiffin.features.history import history_features
 from tiffin.storage import database
+from tiffin.storage.bulk import BulkConnection
 from tiffin.storage.clock import iso_now
+from tiffin.storage.database import Window
 
 EVENT_TIME = "event_time"
 TIME_TEXT = "%Y-%m-%dT%H:%M:%S"
@@ -73,12 +76,30 @@ def _window_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str 
     are valid, whatever its target)."""
     early = (pd.Timestamp(start) - lookback(spec)).strftime("%Y-%m-%d") if start else None
     contract, known, points = Contract(spec), [], []
-    for chunk in database.read_window(engine, spec, early, end):
+    read = _bulk_window if with_points else database.read_window
+    for chunk in read(engine, spec, early, end):
         result = contract.validate(chunk)
         known += [result.valid, result.unlabeled]
-        if with_points:
-            points.append(contract.validate(chunk, serving=True).valid)
+        if with_points:  # what the training contract takes, the serving one (its inputs only) takes too
+            refused = result.rejects["row"].unique()
+            points += [result.valid, result.unlabeled, contract.validate(chunk.iloc[refused], serving=True).valid]
     return _joined(spec, known), _joined(spec, points)
+
+
+def _bulk_window(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None, chunk_rows: int = 50_000
+                 ) -> Iterator[pd.DataFrame]:  # fmt: skip
+    """`database.read_window` by the bulk path (Arrow; 1 M rows: 1.6 s against 6.5 s), read whole, then handed
+    to the contract in chunks. For `materialize` only: ADBC carries its own SQLite, which must not have a file open
+    while this process's other connections to it are (`database.engine_for`); a server's workers may."""
+    table = database.source_table(engine, spec)
+    query = sa.select(table).where(*Window.parse(start, end).conditions(table.c[spec.source.window_column]))
+    bulk = BulkConnection(engine)
+    try:
+        rows = bulk.read_exact(query.order_by(*[table.c[k] for k in spec.key]))
+    finally:
+        bulk.close()
+    for first in range(0, len(rows), chunk_rows):
+        yield rows.iloc[first : first + chunk_rows].reset_index(drop=True)
 
 
 def known_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
@@ -94,7 +115,16 @@ def _joined(spec: DatasetSpec, frames: list[pd.DataFrame]) -> pd.DataFrame:
 def keyed(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
     """The feature table's key of each row: its series columns as text and its event time as ISO text."""
     keys = frame[spec.series].astype(str) if spec.series else pd.DataFrame(index=frame.index)
-    return keys.assign(**{EVENT_TIME: spec.event_time(frame).dt.strftime(TIME_TEXT)})
+    return keys.assign(**{EVENT_TIME: time_texts(spec.event_time(frame))})
+
+
+def time_texts(moments: pd.Series) -> pd.Series:
+    """Naive moments as ISO text to the second (`TIME_TEXT`), null for NaT: numpy's formatting, 5 x as fast as pandas'
+    strftime on a million rows."""
+    values = moments.to_numpy(dtype="datetime64[s]")
+    texts = np.datetime_as_string(values, unit="s").astype(object)
+    texts[np.isnat(values)] = np.nan
+    return pd.Series(texts, index=moments.index, dtype=object)
 
 
 def computed(spec: DatasetSpec, known: pd.DataFrame, points: pd.DataFrame, start: str | None) -> pd.DataFrame:
@@ -108,8 +138,11 @@ def computed(spec: DatasetSpec, known: pd.DataFrame, points: pd.DataFrame, start
 def _stored(engine: Engine, table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
     column = table.c[EVENT_TIME]
     query = sa.select(table).where(column >= rows[EVENT_TIME].min(), column <= rows[EVENT_TIME].max())
-    with engine.connect() as connection:
-        return pd.DataFrame(connection.execute(query).all(), columns=[c.name for c in table.columns])
+    bulk = BulkConnection(engine)
+    try:
+        return bulk.read_exact(query)
+    finally:
+        bulk.close()
 
 
 def _changed(rows: pd.DataFrame, stored: pd.DataFrame, key: list[str], names: list[str]) -> np.ndarray:

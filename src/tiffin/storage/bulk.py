@@ -68,6 +68,27 @@ class BulkConnection:
     def read(self, statement: sa.sql.ClauseElement) -> pd.DataFrame:
         return self.read_arrow(statement).to_pandas()
 
+    def read_exact(self, query: sa.Select, keep: Sequence[str] = ()) -> pd.DataFrame:
+        """The rows as the driver types them. On SQLite a column may hold any type in any row: where the driver
+        refuses the rows, gives a number column as text (it would print its numbers to 7 digits) or a text column
+        as bytes (a BLOB among the text), they are read again with every value as exact text (but `keep`'s)."""
+        if self.engine.dialect.name != "sqlite":
+            return self.read(query)
+        numeric = (sa.Integer, sa.Float, sa.Numeric)
+        numbers = {c.name for c in query.selected_columns if isinstance(c.type, numeric) and c.name not in keep}
+        try:
+            table = self.read_arrow(query)
+            kinds = dict(zip(table.column_names, table.schema.types, strict=True))
+            if not any(_textual(kinds[name]) for name in numbers & kinds.keys()) and not any(
+                pa.types.is_binary(kind) for kind in kinds.values()
+            ):
+                return table.to_pandas()
+        except Exception:  # the driver refuses a column whose values change type after its first rows
+            pass
+        exact = [column if column.name in keep else _exact_text(column).label(column.name)
+                 for column in query.selected_columns]  # fmt: skip
+        return self.read(query.with_only_columns(*exact, maintain_column_froms=True))
+
     def read_arrow(self, statement: sa.sql.ClauseElement) -> pa.Table:
         with self.connection.cursor() as cursor:
             self.execute(cursor, statement)
@@ -138,6 +159,20 @@ class BulkConnection:
 
 class _KeyAlreadyThere(Exception):
     """A row expected new whose key is there: the chunk goes again, skipping existing keys."""
+
+
+def _exact_text(column: sa.ColumnElement) -> sa.ColumnElement:
+    """A SQLite value as text, whatever it holds: a REAL to 17 digits (exact), a BLOB as x'..' hex."""
+    kind = sa.func.typeof(column)
+    return sa.case(
+        (kind == "blob", sa.literal("x'") + sa.func.hex(column) + sa.literal("'")),
+        (kind == "real", sa.func.printf("%!.17g", column)),  # 17 digits: the same double back
+        else_=sa.cast(column, sa.Text),
+    )
+
+
+def _textual(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
 
 
 def _with_constants(table: sa.Table, rows: pa.Table, constants: dict) -> pa.Table:
