@@ -24,7 +24,6 @@ from tiffin.features.history import history_features
 from tiffin.storage import database
 from tiffin.storage.bulk import BulkConnection
 from tiffin.storage.clock import iso_now
-from tiffin.storage.database import Window
 
 EVENT_TIME = "event_time"
 TIME_TEXT = "%Y-%m-%dT%H:%M:%S"
@@ -92,13 +91,8 @@ def _bulk_window(engine: Engine, spec: DatasetSpec, start: str | None, end: str 
     whole, then handed to the contract in chunks. For `materialize` only: ADBC carries its own SQLite, which must
     not have a file open while this process's other connections to it are (`database.engine_for`); a server's
     workers may have."""
-    table = database.source_table(engine, spec)
-    query = sa.select(table).where(*Window.parse(start, end).conditions(table.c[spec.source.window_column]))
-    bulk = BulkConnection(engine)
-    try:
-        rows = bulk.read_exact(query.order_by(*[table.c[k] for k in spec.key]))
-    finally:
-        bulk.close()
+    with BulkConnection(engine) as bulk:
+        rows = bulk.read_exact(database.window_query(engine, spec, start, end))
     for first in range(0, len(rows), chunk_rows):
         yield rows.iloc[first : first + chunk_rows].reset_index(drop=True)
 
@@ -139,11 +133,8 @@ def computed(spec: DatasetSpec, known: pd.DataFrame, points: pd.DataFrame, start
 def _stored(engine: Engine, table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
     column = table.c[EVENT_TIME]
     query = sa.select(table).where(column >= rows[EVENT_TIME].min(), column <= rows[EVENT_TIME].max())
-    bulk = BulkConnection(engine)
-    try:
+    with BulkConnection(engine) as bulk:
         return bulk.read_exact(query)
-    finally:
-        bulk.close()
 
 
 def _changed(rows: pd.DataFrame, stored: pd.DataFrame, key: list[str], names: list[str]) -> np.ndarray:

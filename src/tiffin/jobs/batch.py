@@ -318,12 +318,6 @@ class BatchJob:
         keys = [self.source.c[k] for k in self.spec.key]
         return sa.select(*dict.fromkeys([*keys, *wanted, column])).where(*window.conditions(column), *within, ~already)
 
-    def count(self, window: Window) -> int:
-        with self.engine.connect() as connection:
-            return connection.execute(
-                sa.select(sa.func.count()).select_from(self._selection(window).subquery())
-            ).scalar_one()
-
     def chunks(self, bulk: BulkConnection, window: Window, within: tuple[sa.ColumnElement, ...] = ()
                ) -> Iterator[pd.DataFrame]:  # fmt: skip
         """Rows not yet scored by this model, `chunk_rows` at a time, by keyset pagination with the last position
@@ -452,7 +446,8 @@ class BatchJob:
         return found, rows
 
     def _extent(self, window: Window) -> tuple[int, object, object]:
-        """How many rows of the window this model has not scored, and their first and last window values."""
+        """How many rows of the window this model has not scored, and their first and last window values (one
+        pass over the window: the slices' plan, or a progress bar's total)."""
         unscored = self._selection(window).subquery()
         column = unscored.c[self.spec.source.window_column]
         with self.engine.connect() as connection:
@@ -484,7 +479,7 @@ class BatchJob:
             # The count is a second pass over the window: only worth it for a progress bar on a terminal
             # (tqdm's disable=None hides the bar elsewhere: cron, CI, logs); a history model's slices know it.
             if total is None and sys.stderr.isatty():
-                total = self.count(window)
+                total = self._extent(window)[0]
             with tqdm(total=total, desc="batch", unit="row", disable=None) as progress:
                 for part in parts:
                     self._score_slice(window, part, summary, progress)

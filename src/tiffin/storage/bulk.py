@@ -156,6 +156,12 @@ class BulkConnection:
         with contextlib.suppress(Exception):  # a connection the server already dropped
             self.connection.close()
 
+    def __enter__(self) -> BulkConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class _KeyAlreadyThere(Exception):
     """A row expected new whose key is there: the chunk goes again, skipping existing keys."""

@@ -356,13 +356,18 @@ def window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
     return window.start, window.upper_exclusive()
 
 
+def window_query(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None) -> sa.Select:
+    """The source rows whose window column lies in [start, end], ordered by key."""
+    table = source_table(engine, spec)
+    conditions = Window.parse(start, end).conditions(table.c[spec.source.window_column])
+    return sa.select(table).where(*conditions).order_by(*[table.c[k] for k in spec.key])
+
+
 def read_window(
     engine: Engine, spec: DatasetSpec, start: str, end: str, chunk_rows: int = 50_000
 ) -> Iterator[pd.DataFrame]:
     """Raw rows whose window column lies in [start, end], ordered by key, in chunks."""
-    table = source_table(engine, spec)
-    conditions = Window.parse(start, end).conditions(table.c[spec.source.window_column])
-    query = sa.select(table).where(*conditions).order_by(*[table.c[k] for k in spec.key])
+    query = window_query(engine, spec, start, end)
     with engine.connect().execution_options(stream_results=True) as connection:
         result = connection.execute(query)
         while rows := result.fetchmany(chunk_rows):
