@@ -72,19 +72,21 @@ def _materialized(caplog: pytest.LogCaptureFixture) -> list[int]:
     return [record.args[1] for record in caplog.records if record.name == "tiffin.batch" and "points" in record.msg]
 
 
-@pytest.mark.parametrize("slice_rows", [50, 333])
+@pytest.mark.parametrize(("slice_rows", "processes"), [(50, 1), (333, 2)])
 def test_a_window_scored_in_time_slices_scores_what_the_whole_window_does(
-    db_url, history_spec, offline, bike_raw, caplog, slice_rows
+    db_url, history_spec, offline, bike_raw, caplog, slice_rows, processes
 ) -> None:
     """Issue 18: a history model's run materializes and holds one time slice's features at a time; every row of
-    the window is read once and scored as in one piece (identical predictions), with fewer points held."""
+    the window is read once and scored as in one piece (identical predictions), with fewer points held; by one
+    process or by two (each slice's features sent with each chunk)."""
     january = offline[offline["dteday"] < "2011-02-01"]
     pipeline = build_pipeline(history_spec, {"max_iter": 20}).fit(january, january[history_spec.target])
     engine = db.engine_for(db_url)
     db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")])
     whole = BatchJob(engine, Scorer(pipeline, history_spec), "whole:1", slice_rows=10**6).run("2011-01-10")
     caplog.set_level("INFO", logger="tiffin.batch")
-    sliced = BatchJob(engine, Scorer(pipeline, history_spec), "sliced:1", slice_rows=slice_rows).run("2011-01-10")
+    sliced = BatchJob(engine, Scorer(pipeline, history_spec), "sliced:1", slice_rows=slice_rows,
+                      processes=processes).run("2011-01-10")  # fmt: skip
 
     points = _materialized(caplog)
     assert len(points) > 1 and max(points) < whole.rows_read / 2

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pandas as pd
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -72,6 +73,22 @@ def test_a_killed_run_leaves_whole_chunks_and_the_next_run_finishes_the_job(
         url, "SELECT COUNT(*) FROM (SELECT dteday, hr FROM predictions GROUP BY dteday, hr, model) AS k"
     ) == len(bike_raw)
     assert scalar(url, f"SELECT COUNT(*) FROM predictions WHERE run_id = '{killed}'") == kept  # earlier rows untouched
+
+
+def test_a_killed_run_leaves_no_scoring_process_behind(reproduced_project: Project, tmp_path, bike_spec, bike_raw):
+    """Issue 18: the scoring processes die with the batch process, however it ends (SIGKILL included)."""
+    url = seeded_source(f"sqlite:///{tmp_path / 'source.db'}", bike_spec, bike_raw)
+    running = batch(reproduced_project, url, "--chunk-rows", str(CHUNK), "--processes", "2", wait=False)
+    deadline = time.monotonic() + 120
+    while (scalar(url, "SELECT COUNT(*) FROM predictions") or 0) < 3 * CHUNK:
+        assert running.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    scoring = psutil.Process(running.pid).children(recursive=True)
+    assert len(scoring) == 2
+    running.kill()
+    running.wait()
+    _, alive = psutil.wait_procs(scoring, timeout=30)
+    assert not alive
 
 
 def test_exit_codes_tell_success_partial_and_failure_apart(

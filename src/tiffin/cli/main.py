@@ -321,8 +321,12 @@ def _configure_logging() -> None:
 @click.option("--chunk-rows", type=click.IntRange(min=1),
               help="Rows per read/score/write transaction (default: 25,000, `jobs.batch.CHUNK_ROWS`).")  # fmt: skip
 @click.option("--retry-rejects", is_flag=True, help="Take up rows this model rejected before even if unchanged.")
+@click.option("--processes", type=click.IntRange(min=1),
+              help="Scoring processes, each with the model on one thread (default: one a core this process may use; "
+                   "1 with --threads).")  # fmt: skip
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
-              help="OpenMP threads for the model (more are slower while this process reads and writes).")  # fmt: skip
+              help="OpenMP threads for the model in one scoring process (more are slower while it reads and "
+                   "writes).")  # fmt: skip
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="local: this process; spark: Apache Spark (the `spark` extra: uv sync --extra spark).")  # fmt: skip
 @click.option("--master", default="local[*]", show_default=True, help="Spark master URL (with --engine spark).")
@@ -331,12 +335,13 @@ def _configure_logging() -> None:
     "--output", help="Spark: write predictions/ and rejects/ here as Parquet (default: into the --db tables)."
 )
 def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: str | None, shadow_tag: str | None,
-          no_log: bool, chunk_rows: int | None, retry_rejects: bool, threads: int, engine: str, master: str,
-          source: str | None, output: str | None) -> None:  # fmt: skip
+          no_log: bool, chunk_rows: int | None, retry_rejects: bool, processes: int | None, threads: int, engine: str,
+          master: str, source: str | None, output: str | None) -> None:  # fmt: skip
     """Score a window of the source table into `predictions`, exactly once per (key, model)."""
     import sqlalchemy as sa
 
     from tiffin.jobs.batch import CHUNK_ROWS, EXIT_BUSY, BatchBusy, BatchJob
+    from tiffin.jobs.processes import usable_cores
     from tiffin.serving.scorer import Scorer
     from tiffin.storage import database
     from tiffin.storage.champion import model_option, serving_models
@@ -362,7 +367,8 @@ def batch(db: str, start: str | None, end: str | None, since_last: bool, tag: st
         try:
             job = BatchJob(database.engine_for(db, must_exist=True), Scorer.from_model(loaded), loaded.tag,
                            chunk_rows=chunk_rows or CHUNK_ROWS, shadow=shadow, log_predictions=not no_log,
-                           retry_rejects=retry_rejects, threads=threads)  # fmt: skip
+                           retry_rejects=retry_rejects, threads=threads,
+                           processes=processes or (usable_cores() if threads == 1 else 1))  # fmt: skip
         except ValueError as refused:  # models that cannot run together
             raise click.UsageError(str(refused)) from None
         summary = job.run(start, end, since_last)

@@ -29,10 +29,12 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -46,6 +48,7 @@ from tiffin.core import exitcodes
 from tiffin.core.contract import Contract, shown
 from tiffin.core.spec import DatasetSpec
 from tiffin.features import store
+from tiffin.jobs.processes import ScoringProcesses, can_fork
 from tiffin.serving.scorer import Scorer
 from tiffin.storage import predlog
 from tiffin.storage.bulk import BulkConnection
@@ -184,6 +187,47 @@ def score_chunk(scorer: Scorer, contract: Contract, chunk: pd.DataFrame, history
     return ScoredChunk(scored, rejects.reset_index(drop=True), len(set(positions)), valid, positions)
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """What scores a chunk, in the batch's own process or in a scoring process: the model, its contract and the
+    challenger scoring in shadow (if any)."""
+
+    scorer: Scorer
+    contract: Contract
+    shadow: Scorer | None = None
+
+
+@dataclass(frozen=True)
+class RowsScored:
+    """One chunk scored: what its write needs, and nothing of the chunk itself (it crosses between processes)."""
+
+    predictions: pd.DataFrame  # key columns, event_time, prediction
+    rejects: pd.DataFrame  # key columns (as text), field, value, rule, row_hash
+    rejected_rows: int
+    shadowed: np.ndarray | None  # the challenger's predictions of the same rows
+    latest: object  # the latest readable window value among the chunk's rows
+
+
+def score_rows(scoring: Scoring, chunk: pd.DataFrame, history: pd.DataFrame | None = None) -> RowsScored:
+    """`score_chunk`, the challenger's predictions and what the chunk's write records of its rows."""
+    chunk = chunk.reset_index(drop=True)
+    scored = score_chunk(scoring.scorer, scoring.contract, chunk, history)
+    rejects = scored.rejects.assign(row_hash=_row_hashes(chunk.iloc[scored.reject_positions]))
+    shadowed = None
+    if scoring.shadow is not None and len(scored.valid):
+        shadowed = scoring.shadow.predict(scored.valid)
+    latest = _latest(scoring.scorer.spec.source.window_column, chunk, scored)
+    return RowsScored(scored.predictions, rejects, scored.rejected_rows, shadowed, latest)
+
+
+def _latest(column: str, chunk: pd.DataFrame, scored: ScoredChunk) -> object:
+    """The latest readable window value among the chunk's rows (all of them are scored or rejected)."""
+    unreadable = set(scored.reject_positions[(scored.rejects["rule"] == WINDOW_UNREADABLE).to_numpy()])
+    values = chunk[column].drop(index=list(unreadable), errors="ignore").drop_duplicates()
+    moments = _moments(values)
+    return None if moments.isna().all() else values.iloc[int(np.nanargmax(moments.to_numpy(dtype="float64")))]
+
+
 def _unreadable_window(chunk: pd.DataFrame, column: str, rejects: pd.DataFrame) -> pd.DataFrame:
     """Problems for rows whose window value is no time at all (unless the contract already named that field)."""
     if column not in chunk.columns or pd.api.types.is_datetime64_any_dtype(chunk[column]):
@@ -265,17 +309,26 @@ class BatchJob:
 
     def __init__(self, engine: Engine, scorer: Scorer, tag: str, *, chunk_rows: int = CHUNK_ROWS, prefix: str = "",
                  shadow: tuple[str, Scorer] | None = None, log_predictions: bool = True,
-                 retry_rejects: bool = False, threads: int = 1, slice_rows: int = SLICE_ROWS):  # fmt: skip
+                 retry_rejects: bool = False, threads: int = 1, slice_rows: int = SLICE_ROWS,
+                 processes: int = 1):  # fmt: skip
         """`shadow`: a challenger (tag, scorer) that scores the same rows into the same tables.
         `log_predictions`: log every prediction for monitoring (by reference: a role on its row, the inputs
         stay in the source table).
         `retry_rejects`: take up rows rejected before even if unchanged. `threads`: OpenMP threads for the model
         (HistGradientBoosting's default of one per core is slower on a machine that is also reading and writing).
-        `slice_rows`: about how many rows of the window a history model scores per time slice (`Slice`)."""
+        `slice_rows`: about how many rows of the window a history model scores per time slice (`Slice`).
+        `processes`: scoring processes (`jobs.processes`; 1: this process scores); each runs the model on one
+        OpenMP thread, so more than one process and more than one thread do not go together."""
         if chunk_rows < 1 or slice_rows < 1:
             raise ValueError(f"chunk_rows and slice_rows must be at least 1, not {chunk_rows} and {slice_rows}")
-        if threads < 1:
-            raise ValueError(f"threads must be at least 1, not {threads}")
+        if threads < 1 or processes < 1:
+            raise ValueError(f"threads and processes must be at least 1, not {threads} and {processes}")
+        if threads > 1 and processes > 1:
+            raise ValueError(f"{processes} scoring processes run the model on one thread each, not {threads}: "
+                             "ask for processes or for threads")  # fmt: skip
+        if processes > 1 and not can_fork():
+            log.warning("no fork on this platform: one process scores, not %d", processes)
+            processes = 1
         self.engine = engine
         self.scorer = scorer
         self.spec = scorer.spec
@@ -290,8 +343,10 @@ class BatchJob:
         self.shadow = shadow
         self.retry_rejects = retry_rejects
         self.threads = threads
+        self.processes = processes
         self.history: pd.DataFrame | None = None  # the current slice's feature rows by key (specs with history)
         self.contract = Contract(self.spec)
+        self.scoring = Scoring(scorer, self.contract, shadow[1] if shadow else None)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
         self.log_predictions = log_predictions
@@ -341,8 +396,9 @@ class BatchJob:
 
     # -- one chunk -------------------------------------------------------------------------------
 
-    def score_all(self, chunk: pd.DataFrame, run_id: str, now: object) -> ChunkWrite:
-        """Everything one chunk writes, in one transaction."""
+    def take_up(self, chunk: pd.DataFrame) -> TakenUp:
+        """The chunk's rows to score: rows this model rejected before and unchanged since are skipped (unless
+        `retry_rejects`); the earlier problems of those taken up again are deleted with the chunk's write."""
         chunk = chunk.reset_index(drop=True)
         keys = _key_texts(chunk, self.spec.key) if self.rejected else None
         skipped = 0
@@ -350,25 +406,25 @@ class BatchJob:
             unchanged = self._unchanged_rejects(chunk, keys)
             skipped = int(unchanged.sum())
             chunk, keys = chunk[~unchanged].reset_index(drop=True), keys[~unchanged].reset_index(drop=True)
-        scored = score_chunk(self.scorer, self.contract, chunk, self.history)
+        # Rows rejected before that changed since: their old problems go, whatever becomes of them now.
+        taken_up = chunk.loc[keys.isin(self.rejected).to_numpy()] if keys is not None else chunk.iloc[:0]
+        return TakenUp(chunk, skipped, self._forget(taken_up))
+
+    def chunk_write(self, taken: TakenUp, scored: RowsScored, run_id: str, now: object) -> ChunkWrite:
+        """Everything one chunk writes, in one transaction."""
         same = {"run_id": run_id, "model": self.tag}
         logged = self.log_predictions
-        rejects = scored.rejects.assign(row_hash=_row_hashes(chunk.iloc[scored.reject_positions]))
         writes = [
             (self.tables.predictions, _arrow(scored.predictions),
              {**same, "scored_at": now, "role": predlog.CHAMPION if logged else None}),
-            (self.tables.rejects, _arrow(rejects), {**same, "rejected_at": now}),
+            (self.tables.rejects, _arrow(scored.rejects), {**same, "rejected_at": now}),
         ]  # fmt: skip
-        if self.shadow is not None and len(scored.valid):
-            tag, scorer = self.shadow
-            shadowed = scorer.predict(scored.valid)
-            writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=shadowed)),
-                           {**same, "model": tag, "scored_at": now,
+        if self.shadow is not None and scored.shadowed is not None:
+            writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=scored.shadowed)),
+                           {**same, "model": self.shadow[0], "scored_at": now,
                             "role": predlog.CHALLENGER if logged else None}))  # fmt: skip
-        # Rows rejected before that changed since: their old problems go, whatever becomes of them now.
-        taken_up = chunk.loc[keys.isin(self.rejected).to_numpy()] if keys is not None else chunk.iloc[:0]
-        return ChunkWrite(writes, self._forget(taken_up), len(chunk), len(scored.predictions), scored.rejected_rows,
-                          skipped, self._latest(chunk, scored))  # fmt: skip
+        return ChunkWrite(writes, taken.forget, len(taken.chunk), len(scored.predictions), scored.rejected_rows,
+                          taken.skipped, scored.latest)  # fmt: skip
 
     def _unchanged_rejects(self, chunk: pd.DataFrame, keys: pd.Series) -> np.ndarray:
         """Rows this model rejected before whose source row is still the same."""
@@ -390,14 +446,6 @@ class BatchJob:
             )
             for part in (texts[i : i + 200] for i in range(0, len(texts), 200))
         ]
-
-    def _latest(self, chunk: pd.DataFrame, scored: ScoredChunk) -> object:
-        """The latest readable window value among the chunk's rows (all of them are scored or rejected)."""
-        column = self.spec.source.window_column
-        unreadable = set(scored.reject_positions[(scored.rejects["rule"] == WINDOW_UNREADABLE).to_numpy()])
-        values = chunk[column].drop(index=list(unreadable), errors="ignore").drop_duplicates()
-        moments = _moments(values)
-        return None if moments.isna().all() else values.iloc[int(np.nanargmax(moments.to_numpy(dtype="float64")))]
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -480,9 +528,10 @@ class BatchJob:
             # (tqdm's disable=None hides the bar elsewhere: cron, CI, logs); a history model's slices know it.
             if total is None and sys.stderr.isatty():
                 total = self._extent(window)[0]
-            with tqdm(total=total, desc="batch", unit="row", disable=None) as progress:
+            with self._scoring_processes(bool(parts)) as processes, \
+                    tqdm(total=total, desc="batch", unit="row", disable=None) as progress:  # fmt: skip
                 for part in parts:
-                    self._score_slice(window, part, summary, progress)
+                    self._score_slice(window, part, summary, progress, processes)
             summary.status = PARTIAL if summary.rows_rejected else SUCCESS
         except Exception as error:
             summary.fail(error)
@@ -495,13 +544,21 @@ class BatchJob:
             self._record_end(summary)
         return summary
 
-    def _score_slice(self, window: Window, part: Slice, summary: RunSummary, progress: tqdm) -> None:
+    def _scoring_processes(self, needed: bool) -> contextlib.AbstractContextManager[ScoringProcesses | None]:
+        """The run's scoring processes (None: this process scores), forked before its first thread starts."""
+        if self.processes == 1 or not needed:
+            return contextlib.nullcontext()
+        self.engine.dispose()  # the pool's connections closed here, so that no process inherits them
+        return ScoringProcesses(partial(score_rows, self.scoring), self.processes)
+
+    def _score_slice(self, window: Window, part: Slice, summary: RunSummary, progress: tqdm,
+                     processes: ScoringProcesses | None) -> None:  # fmt: skip
         self.history = self._history(part)
         # From here until they close, only the bulk connections touch the database (db.engine_for).
         bulk: list[BulkConnection] = []
         try:
             bulk = [BulkConnection(self.engine), BulkConnection(self.engine)]
-            self._pipeline(*bulk, window, part.within, summary, progress)
+            self._pipeline(*bulk, window, part.within, summary, progress, processes)
         finally:
             for connection in bulk:
                 connection.close()
@@ -509,38 +566,51 @@ class BatchJob:
             _trim_heap()
 
     def _pipeline(self, reader: BulkConnection, writer: BulkConnection, window: Window,
-                  within: tuple[sa.ColumnElement, ...], summary: RunSummary, progress: tqdm) -> None:  # fmt: skip
-        """Read chunk k+1 and write chunk k-1 while chunk k is scored (the drivers release the GIL).
+                  within: tuple[sa.ColumnElement, ...], summary: RunSummary, progress: tqdm,
+                  processes: ScoringProcesses | None) -> None:  # fmt: skip
+        """Read chunk k+1 and write chunk k-1 while chunk k is scored (the drivers release the GIL); with scoring
+        processes, one chunk more than there are processes is being scored meanwhile.
 
         Writes stay in order, one transaction per chunk; a failed write stops the run.
         """
         chunks = self.chunks(reader, window, within)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-io") as pool:
-            upcoming = pool.submit(next, chunks, None)
+        scoring: deque[tuple[TakenUp, Future]] = deque()
+        depth = 1 + (self.processes if processes is not None else 0)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-io") as io:
+            upcoming = io.submit(next, chunks, None)
             writing = None
             while (chunk := upcoming.result()) is not None:
-                upcoming = pool.submit(next, chunks, None)
-                write = self._scored_chunk(writer, chunk, summary)
-                if writing is not None:
-                    writing.result()
-                writing = pool.submit(write)
-                progress.update(len(chunk))
+                upcoming = io.submit(next, chunks, None)
+                scoring.append(self._score_soon(chunk, processes))
+                while len(scoring) >= depth:
+                    writing = self._write_in_turn(io, writing, writer, *scoring.popleft(), summary, progress)
+            while scoring:
+                writing = self._write_in_turn(io, writing, writer, *scoring.popleft(), summary, progress)
             if writing is not None:
                 writing.result()
 
-    def _scored_chunk(self, bulk: BulkConnection, chunk: pd.DataFrame, summary: RunSummary) -> Callable[[], None]:
-        """Score one chunk now; return its write (one transaction) to run next, in order. The run's counters
-        move when the chunk commits, so they always equal what the tables hold."""
-        now = _timestamp(self.engine)
-        chunk_write = self.score_all(chunk, summary.run_id, now)
+    def _score_soon(self, chunk: pd.DataFrame, processes: ScoringProcesses | None) -> tuple[TakenUp, Future]:
+        """The chunk's rows to score, and their scoring: done here and now, or under way in a scoring process."""
+        taken = self.take_up(chunk)
+        if processes is not None:
+            return taken, processes.submit(taken.chunk, self.history)
+        done: Future = Future()
+        done.set_result(score_rows(self.scoring, taken.chunk, self.history))
+        return taken, done
+
+    def _write_in_turn(self, io: ThreadPoolExecutor, writing: Future | None, bulk: BulkConnection, taken: TakenUp,
+                       scoring: Future, summary: RunSummary, progress: tqdm) -> Future:  # fmt: skip
+        """Once the chunk is scored and the one before it written, write it (one transaction) on the I/O thread.
+        The run's counters move when the chunk commits, so they always equal what the tables hold."""
+        chunk_write = self.chunk_write(taken, scoring.result(), summary.run_id, _timestamp(self.engine))
         runs = self.tables.runs
 
         def write() -> None:
             counts = {"rows_read": summary.rows_read + chunk_write.rows,
                       "rows_scored": summary.rows_scored + chunk_write.scored,
                       "rows_rejected": summary.rows_rejected + chunk_write.rejected}  # fmt: skip
-            progress = runs.update().where(runs.c.run_id == summary.run_id).values(**counts)
-            bulk.write(chunk_write.writes, [progress], before=chunk_write.before, new_keys=[self.tables.predictions])
+            moved = runs.update().where(runs.c.run_id == summary.run_id).values(**counts)
+            bulk.write(chunk_write.writes, [moved], before=chunk_write.before, new_keys=[self.tables.predictions])
             summary.rows_read, summary.rows_scored, summary.rows_rejected = counts.values()
             summary.rows_skipped += chunk_write.skipped
             summary.chunks += 1
@@ -549,7 +619,10 @@ class BatchJob:
                                  "rows": chunk_write.rows, "scored": chunk_write.scored,
                                  "rejected": chunk_write.rejected, "skipped": chunk_write.skipped}))  # fmt: skip
 
-        return write
+        if writing is not None:
+            writing.result()
+        progress.update(chunk_write.rows + chunk_write.skipped)
+        return io.submit(write)
 
     # -- the ledger ------------------------------------------------------------------------------
 
@@ -617,6 +690,15 @@ class Slice:
     start: str | None
     end: str | None
     within: tuple[sa.ColumnElement, ...] = ()
+
+
+@dataclass(frozen=True)
+class TakenUp:
+    """A chunk's rows to score (rows rejected before and unchanged since left out), and what their write deletes."""
+
+    chunk: pd.DataFrame
+    skipped: int
+    forget: list[sa.Delete]  # earlier problems of rows taken up again
 
 
 @dataclass(frozen=True)
