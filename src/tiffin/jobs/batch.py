@@ -345,8 +345,7 @@ class BatchJob:
         self.threads = threads
         self.processes = processes
         self.history: pd.DataFrame | None = None  # the current slice's feature rows by key (specs with history)
-        self.contract = Contract(self.spec)
-        self.scoring = Scoring(scorer, self.contract, shadow[1] if shadow else None)
+        self.scoring = Scoring(scorer, Contract(self.spec), shadow[1] if shadow else None)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
         self.log_predictions = log_predictions
