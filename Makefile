@@ -32,7 +32,9 @@ setup: $(VENV)/.synced
 $(VENV)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv 2>/dev/null \
 		|| $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
-	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	@# Bytecode compiled once here (26 s): where PYTHONDONTWRITEBYTECODE is set, as on our machines, every process
+	@# would compile each module it imports again (importing the batch runner: 9.9 s, compiled 4.1 s).
+	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 ## repro: seed the source database if it is empty, then `dvc repro`

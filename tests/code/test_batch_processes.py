@@ -91,8 +91,13 @@ def test_processes_and_threads_do_not_go_together(tmp_path, bike_spec, scorer, d
         BatchJob(db.engine_for(url), scorer, "both:1", processes=2, threads=2)
 
 
+def _applied(held, n: int) -> tuple[int, int]:
+    return held(n)
+
+
 def test_scoring_processes_hold_what_they_were_forked_with() -> None:
-    """Each process runs the work it was started with, with arguments sent to it; the pool can be used again."""
-    with ScoringProcesses(divmod, 2) as processes:
-        futures = [processes.submit(n, 7) for n in range(50)]
+    """Each process holds what it was forked with, never pickled (a lambda cannot be), and runs the tasks sent to
+    it with their arguments; the pool can be used again."""
+    with ScoringProcesses(lambda n: divmod(n, 7), 2) as processes:
+        futures = [processes.submit(_applied, n) for n in range(50)]
         assert [future.result() for future in futures] == [divmod(n, 7) for n in range(50)]

@@ -4,22 +4,27 @@ and scores and logs exactly what training computes for the same rows; on SQLite 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import load_spec
 from tiffin.features import logged as prediction_log
 from tiffin.features import store
 from tiffin.features.history import history_features
+from tiffin.jobs import batch
 from tiffin.jobs.batch import SUCCESS, BatchJob
 from tiffin.modeling.pipeline import build_pipeline
 from tiffin.serving.scorer import Scorer
 from tiffin.storage import database as db
 from tiffin.storage import predlog
+from tiffin.storage.bulk import BulkConnection
+from tiffin.storage.database import Window
 
 from ..conftest import ROOT
 
@@ -95,6 +100,108 @@ def test_a_window_scored_in_time_slices_scores_what_the_whole_window_does(
     assert found[["dteday", "hr"]].equals(expected[["dteday", "hr"]]) and not found.duplicated(["dteday", "hr"]).any()
     assert np.array_equal(found["prediction"], expected["prediction"])  # exact: the same features, the same model
     engine.dispose()
+
+
+def _timed(record, what, work):
+    """`work`, recording in the file `record` which process ran it, when (the machine's monotonic clock, the same in
+    every process), and `what` of its arguments."""
+
+    def timed(*args, **kwargs):
+        began = time.monotonic()
+        try:
+            return work(*args, **kwargs)
+        finally:
+            line = json.dumps({"pid": os.getpid(), "began": began, "ended": time.monotonic(), **what(*args)})
+            with record.open("a") as out:  # one short line a write: appends do not interleave
+                out.write(line + "\n")
+
+    return timed
+
+
+def test_the_next_slice_is_materialized_in_a_scoring_process_while_this_one_is_scored(
+    db_url, history_spec, offline, bike_raw, tmp_path, monkeypatch
+) -> None:
+    """Issue 18: with scoring processes, each slice's features are materialized in one of them, and the next
+    slice's while this one's chunks are scored (before: in the batch process, between slices, the other core
+    idle: a third of a history run); one pipeline runs across the slices."""
+    january = offline[offline["dteday"] < "2011-02-01"]
+    pipeline = build_pipeline(history_spec, {"max_iter": 20}).fit(january, january[history_spec.target])
+    engine = db.engine_for(db_url)
+    db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")])
+    record = tmp_path / "record.jsonl"
+    monkeypatch.setattr(store, "materialize", _timed(record, lambda _e, _s, start, _end: {"start": start},
+                                                    store.materialize))  # fmt: skip
+    monkeypatch.setattr(batch, "score_rows", _timed(record, lambda _s, chunk, _h: {"last": chunk["dteday"].max()},
+                                                   batch.score_rows))  # fmt: skip
+    opened = []
+
+    class Opened(BulkConnection):
+        def __init__(self, *args, **kwargs) -> None:
+            opened.append(os.getpid())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "BulkConnection", Opened)
+
+    job = BatchJob(engine, Scorer(pipeline, history_spec), TAG, chunk_rows=40, slice_rows=100, processes=2)
+    summary = job.run("2011-01-10")
+    assert summary.status == SUCCESS and summary.rows_scored > 1000
+
+    events = pd.read_json(record, lines=True, dtype=False, convert_dates=False)
+    events = events.sort_values("began")
+    materialized, scored = events[events["start"].notna()], events[events["last"].notna()]
+    assert len(materialized) > 5 and not (materialized["pid"] == os.getpid()).any()
+    # A slice's materializing overlaps the scoring of a chunk of an earlier slice (its rows end before the slice's
+    # margin day): every slice after the first could, one at least must.
+    overlapping = [
+        (scored["last"] <= slice.start) & (scored["ended"] > slice.began) & (scored["pid"] != slice.pid)
+        for slice in materialized.iloc[1:].itertuples()
+    ]
+    assert sum(overlap.any() for overlap in overlapping) >= 1
+    # One pipeline from the first slice to the last: one reader and one writer for the run (before: a pair a slice,
+    # the pipeline drained at each slice's end).
+    assert opened == [os.getpid()] * 2
+    engine.dispose()
+
+
+def test_a_short_read_is_the_last(db_url, history_spec, offline, bike_raw) -> None:
+    """Issue 18: a chunk read that comes back short is its slice's last (before: one more, empty, read a slice,
+    which on SQLite walked the slice again: its rows are found by the window column's index, then sorted)."""
+    january = offline[offline["dteday"] < "2011-02-01"]
+    pipeline = build_pipeline(history_spec, {"max_iter": 5}).fit(january, january[history_spec.target])
+    engine = db.engine_for(db_url)
+    db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")])
+    job = BatchJob(engine, Scorer(pipeline, history_spec), TAG, chunk_rows=50, slice_rows=100)
+    window = Window.parse("2011-01-10", None)
+    parts, total = job.slices(window, "2011-01-10", None)
+    rows = _rows_per_slice(job, window, parts)
+    assert len(parts) > 5 and any(count % 50 for count in rows)
+    handed, reads = [], []
+    for part in parts:
+        with BulkConnection(engine) as bulk:
+            reads.append(0)
+            bulk.read_exact = _counted(bulk.read_exact, reads)
+            handed += [len(chunk) for chunk in job.chunks(bulk, window, part.within)]
+    assert sum(handed) == total and max(handed) == 50
+    assert reads == [count // 50 + 1 for count in rows]  # chunk by chunk, until a short one (empty: a multiple)
+    engine.dispose()
+
+
+def _counted(read, reads: list[int]):
+    def counted(*args, **kwargs):
+        reads[-1] += 1
+        return read(*args, **kwargs)
+
+    return counted
+
+
+def _rows_per_slice(job: BatchJob, window: Window, parts: list) -> list[int]:
+    with job.engine.connect() as connection:
+        return [
+            connection.execute(
+                sa.select(sa.func.count()).select_from(job._selection(window, part.within).subquery())
+            ).scalar_one()
+            for part in parts
+        ]
 
 
 def test_a_history_run_computes_only_what_it_scores(db_url, history_spec, offline, bike_raw, caplog) -> None:

@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -67,9 +67,10 @@ DIED = "the process ended without finishing (killed, or its database connection 
 # 100 k-row one (100,000: 20-29 % above); against 100,000, SQLite 5-12 % slower, PostgreSQL 10-25 % faster.
 CHUNK_ROWS = 25_000
 # Rows per time slice of a history model's run: each slice's features are materialized (with the lookback before
-# it) and held only while its chunks are scored, so memory follows the slice, not the window. At 50,000 a 1 M-row
-# window peaks 3-7 % above a 104 k-row one (100,000: 9-10 %; the whole window at once: 2.8 x), as fast.
-SLICE_ROWS = 2 * CHUNK_ROWS
+# it) and held only while its chunks are scored, so memory follows the slice, not the window. With the next slice
+# materialized in a scoring process beside this one's scoring, 25,000 keeps a 1 M-row window's peak PSS within 5 %
+# of a 104 k-row one (50,000: 9-20 % above, 1.15 x as fast); the whole window at once: 2.8 x.
+SLICE_ROWS = CHUNK_ROWS
 
 
 def _moment_type() -> sa.types.TypeEngine:
@@ -344,7 +345,6 @@ class BatchJob:
         self.retry_rejects = retry_rejects
         self.threads = threads
         self.processes = processes
-        self.history: pd.DataFrame | None = None  # the current slice's feature rows by key (specs with history)
         self.scoring = Scoring(scorer, Contract(self.spec), shadow[1] if shadow else None)
         self.source = source_table(engine, self.spec)
         self.tables = batch_tables(engine, self.spec, self.source, prefix)
@@ -376,7 +376,10 @@ class BatchJob:
                ) -> Iterator[pd.DataFrame]:  # fmt: skip
         """Rows not yet scored by this model, `chunk_rows` at a time, by keyset pagination with the last position
         as a bound value: in key order on PostgreSQL; in rowid order on SQLite, whose key columns may hold values
-        of any type (a rowid is always an integer, so no key value can stall or skip the pagination)."""
+        of any type (a rowid is always an integer, so no key value can stall or skip the pagination).
+
+        A read that comes back short is the last: one more, empty, read would on SQLite walk the slice again (its
+        rows are found by the window column's index, then sorted by rowid)."""
         sqlite = self.engine.dialect.name == "sqlite"
         position = ([sa.literal_column(f'"{self.source.name}".rowid', sa.Integer)] if sqlite
                     else [self.source.c[k] for k in self.spec.key])  # fmt: skip
@@ -392,6 +395,8 @@ class BatchJob:
                 return
             last = [_python(v) for v in chunk[labels].iloc[-1]]
             yield chunk.drop(columns=["_position"]) if sqlite else chunk
+            if len(chunk) < self.chunk_rows:
+                return
 
     # -- one chunk -------------------------------------------------------------------------------
 
@@ -503,15 +508,12 @@ class BatchJob:
             ).one()
         return rows, first, last
 
-    def _history(self, part: Slice) -> pd.DataFrame | None:
-        """For a spec with history features: materialize the slice's (writing new or changed points only), before
-        the bulk connections open (the only ones to touch the database from then on); its rows are what is scored."""
-        if self.spec.history is None:
-            return None
+    def slice_features(self, part: Slice) -> SliceFeatures:
+        """For a spec with history features: materialize the slice's (writing new or changed points only); they
+        come by key, what its chunks are scored with. In the batch process, only before the slice's bulk
+        connections open (ADBC's SQLite and Python's must not have the file open at once in one process)."""
         done = store.materialize(self.engine, self.spec, part.start, part.end)
-        log.info("%s: %d points, %d written (%s .. %s)", store.table_name(self.spec), done.points, done.written,
-                 part.start or "(first)", part.end or "(last)")  # fmt: skip
-        return store.by_key(self.spec, done.rows)
+        return SliceFeatures(done.points, done.written, store.by_key(self.spec, done.rows))
 
     def _run(self, window: Window, start: str, end: str) -> RunSummary:
         began = time.perf_counter()
@@ -529,14 +531,12 @@ class BatchJob:
                 total = self._extent(window)[0]
             with self._scoring_processes(bool(parts)) as processes, \
                     tqdm(total=total, desc="batch", unit="row", disable=None) as progress:  # fmt: skip
-                for part in parts:
-                    self._score_slice(window, part, summary, progress, processes)
+                self._score_slices(window, parts, summary, progress, processes)
             summary.status = PARTIAL if summary.rows_rejected else SUCCESS
         except Exception as error:
             summary.fail(error)
             raise
         finally:
-            self.history = None
             summary.duration_s = round(time.perf_counter() - began, 3)
             if not end and summary.latest is not None:
                 summary.window_end = _iso(summary.latest)
@@ -548,39 +548,73 @@ class BatchJob:
         if self.processes == 1 or not needed:
             return contextlib.nullcontext()
         self.engine.dispose()  # the pool's connections closed here, so that no process inherits them
-        return ScoringProcesses(partial(score_rows, self.scoring), self.processes)
+        return ScoringProcesses(self, self.processes)
 
-    def _score_slice(self, window: Window, part: Slice, summary: RunSummary, progress: tqdm,
-                     processes: ScoringProcesses | None) -> None:  # fmt: skip
-        self.history = self._history(part)
-        # From here until they close, only the bulk connections touch the database (db.engine_for).
+    def _slice_features(self, parts: list[Slice], processes: ScoringProcesses | None
+                        ) -> Iterator[pd.DataFrame | None]:  # fmt: skip
+        """Each slice's history features by key (None without history), in turn. With scoring processes, they are
+        materialized in one of them, the next slice's while this one's chunks are scored: materializing is a third
+        of a history run, and in the batch process it would wait between slices. There, each process's copy of
+        SQLite is its own (`database.engine_for`), and the batch process holds nothing but its bulk connections."""
+        if self.spec.history is None:
+            yield from (None for _ in parts)
+            return
+        upcoming = None if processes is None else processes.submit(_materialized, parts[0].start, parts[0].end)
+        for i, part in enumerate(parts):
+            features = self.slice_features(part) if upcoming is None else upcoming.result()
+            if processes is not None and i + 1 < len(parts):
+                upcoming = processes.submit(_materialized, parts[i + 1].start, parts[i + 1].end)
+            log.info("%s: %d points, %d written (%s .. %s)", store.table_name(self.spec), features.points,
+                     features.written, part.start or "(first)", part.end or "(last)")  # fmt: skip
+            yield features.by_key
+
+    def _score_slices(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
+                      processes: ScoringProcesses | None) -> None:  # fmt: skip
+        """The slices' chunks, read, scored and written. With scoring processes the batch process never materializes,
+        so one pipeline runs from the first slice to the last (its bulk connections open throughout, never drained
+        at a slice's end); without, a pipeline a slice, each slice materialized here while none is open."""
+        features = self._slice_features(parts, processes)
+        if processes is not None:
+            self._score_chunks(partial(self._slice_chunks, window, parts, features), summary, progress, processes)
+            return
+        for part, history in zip(parts, features, strict=True):
+            chunks = partial(self._slice_chunks, window, [part], iter([history]))
+            self._score_chunks(chunks, summary, progress, None)
+
+    def _slice_chunks(self, window: Window, parts: list[Slice], features: Iterator[pd.DataFrame | None],
+                      reader: BulkConnection) -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]:  # fmt: skip
+        """Each slice's chunks with the slice's features; a slice's memory is given back once its rows are read."""
+        for part, history in zip(parts, features, strict=True):
+            yield from ((chunk, history) for chunk in self.chunks(reader, window, part.within))
+            _trim_heap()
+
+    def _score_chunks(self, chunks_of: Callable[[BulkConnection], Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]],
+                      summary: RunSummary, progress: tqdm, processes: ScoringProcesses | None) -> None:  # fmt: skip
+        # From here until they close, only the bulk connections touch the database in this process (db.engine_for).
         bulk: list[BulkConnection] = []
         try:
             bulk = [BulkConnection(self.engine), BulkConnection(self.engine)]
-            self._pipeline(*bulk, window, part.within, summary, progress, processes)
+            self._pipeline(chunks_of(bulk[0]), bulk[1], summary, progress, processes)
         finally:
             for connection in bulk:
                 connection.close()
-            self.history = None
             _trim_heap()
 
-    def _pipeline(self, reader: BulkConnection, writer: BulkConnection, window: Window,
-                  within: tuple[sa.ColumnElement, ...], summary: RunSummary, progress: tqdm,
-                  processes: ScoringProcesses | None) -> None:  # fmt: skip
+    def _pipeline(self, chunks: Iterator[tuple[pd.DataFrame, pd.DataFrame | None]], writer: BulkConnection,
+                  summary: RunSummary, progress: tqdm, processes: ScoringProcesses | None) -> None:  # fmt: skip
         """Read chunk k+1 and write chunk k-1 while chunk k is scored (the drivers release the GIL); with scoring
         processes, one chunk more than there are processes is being scored meanwhile.
 
         Writes stay in order, one transaction per chunk; a failed write stops the run.
         """
-        chunks = self.chunks(reader, window, within)
         scoring: deque[tuple[TakenUp, Future]] = deque()
         depth = 1 + (self.processes if processes is not None else 0)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-io") as io:
             upcoming = io.submit(next, chunks, None)
             writing = None
-            while (chunk := upcoming.result()) is not None:
+            while (read := upcoming.result()) is not None:
                 upcoming = io.submit(next, chunks, None)
-                scoring.append(self._score_soon(chunk, processes))
+                scoring.append(self._score_soon(*read, processes))
                 while len(scoring) >= depth:
                     writing = self._write_in_turn(io, writing, writer, *scoring.popleft(), summary, progress)
             while scoring:
@@ -588,13 +622,14 @@ class BatchJob:
             if writing is not None:
                 writing.result()
 
-    def _score_soon(self, chunk: pd.DataFrame, processes: ScoringProcesses | None) -> tuple[TakenUp, Future]:
+    def _score_soon(self, chunk: pd.DataFrame, history: pd.DataFrame | None, processes: ScoringProcesses | None
+                    ) -> tuple[TakenUp, Future]:  # fmt: skip
         """The chunk's rows to score, and their scoring: done here and now, or under way in a scoring process."""
         taken = self.take_up(chunk)
         if processes is not None:
-            return taken, processes.submit(taken.chunk, self.history)
+            return taken, processes.submit(_scored, taken.chunk, history)
         done: Future = Future()
-        done.set_result(score_rows(self.scoring, taken.chunk, self.history))
+        done.set_result(score_rows(self.scoring, taken.chunk, history))
         return taken, done
 
     def _write_in_turn(self, io: ThreadPoolExecutor, writing: Future | None, bulk: BulkConnection, taken: TakenUp,
@@ -681,6 +716,21 @@ class BatchJob:
         connection.execute(marks.insert().values(**key, window_end=_iso(latest), updated_at=utcnow()))
 
 
+def _scored(job: BatchJob, chunk: pd.DataFrame, history: pd.DataFrame | None) -> RowsScored:
+    """A chunk scored in a scoring process (`ScoringProcesses` holds the job: its model is not sent)."""
+    return score_rows(job.scoring, chunk, history)
+
+
+def _materialized(job: BatchJob, start: str | None, end: str | None) -> SliceFeatures:
+    """A slice's features materialized in a scoring process, on connections of its own (its engine's pool was
+    emptied before the fork); the memory it took is given back before its next task."""
+    try:
+        return job.slice_features(Slice(start, end))
+    finally:
+        job.engine.dispose()
+        _trim_heap()
+
+
 @dataclass(frozen=True)
 class Slice:
     """A part of the window scored with its own features: `start`..`end` (ISO, `end` inclusive) is what is
@@ -689,6 +739,16 @@ class Slice:
     start: str | None
     end: str | None
     within: tuple[sa.ColumnElement, ...] = ()
+
+
+@dataclass(frozen=True)
+class SliceFeatures:
+    """A slice's history features, materialized: how many points, how many written (new or changed), and the rows
+    by key."""
+
+    points: int
+    written: int
+    by_key: pd.DataFrame
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Scoring a chunk (the contract's checks, the features, the trees) is mostly Pytho
 process take turns, so a run used one core and a little (measured: 1.1 cores of 2). The scoring processes are
 forked from the batch process once its model is loaded, as PySpark's daemon forks its Python workers: they start
 in milliseconds, with the model and every module already in memory (shared copy-on-write), where a fresh
-interpreter would import for seconds. Each task carries only its chunk and returns only what the write needs.
+interpreter would import for seconds. What each process holds (the batch job, its model) is inherited at the fork,
+never pickled: a task carries only its arguments (a chunk) and returns only what its caller needs.
 
 Forked before the run opens its readers and writers (the fork copies only the thread that calls it), each process
 runs the model on its own OpenMP threads (one by default: libgomp's thread pool is not safe across a fork, and
@@ -28,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-_work: Callable | None = None  # what a scoring process runs (set once, when it starts)
+_held: object = None  # what a scoring process inherited at its fork (set once, when it starts)
 
 
 def usable_cores() -> int:
@@ -42,12 +43,13 @@ def can_fork() -> bool:
 
 
 class ScoringProcesses:
-    """`processes` forked processes running `work(*args)` for each `submit(*args)`; a context manager."""
+    """`processes` forked processes, each holding `held`; `submit(task, *args)` runs `task(held, *args)` in one of
+    them. A context manager."""
 
-    def __init__(self, work: Callable, processes: int, threads: int = 1) -> None:
+    def __init__(self, held: object, processes: int, threads: int = 1) -> None:
         context = multiprocessing.get_context("fork")
         self.pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start,
-                                        initargs=(work, threads, os.getpid()))  # fmt: skip
+                                        initargs=(held, threads, os.getpid()))  # fmt: skip
         # Fork every process now, from this thread, before the run starts threads of its own (the pool forks them
         # all at its first task); the parent-death signal follows the thread that forked. Garbage is collected
         # first and what is left frozen, so that a scoring process never finalizes an object of its parent's: a
@@ -60,8 +62,9 @@ class ScoringProcesses:
         finally:
             gc.unfreeze()
 
-    def submit(self, *args: object) -> Future:
-        return self.pool.submit(_call, *args)
+    def submit(self, task: Callable, *args: object) -> Future:
+        """`task(held, *args)` in the first free process: `task` is a module-level function (pickled by name)."""
+        return self.pool.submit(_call, task, *args)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -73,16 +76,15 @@ class ScoringProcesses:
         self.close()
 
 
-def _start(work: Callable, threads: int, parent: int) -> None:
-    global _work
+def _start(held: object, threads: int, parent: int) -> None:
+    global _held
     _die_with_parent(parent)
     threadpool_limits(threads, user_api="openmp")  # for the life of the process
-    _work = work
+    _held = held
 
 
-def _call(*args: object) -> object:
-    assert _work is not None, "a scoring process runs work only after it started"
-    return _work(*args)
+def _call(task: Callable, *args: object) -> object:
+    return task(_held, *args)
 
 
 def _die_with_parent(parent: int) -> None:
