@@ -68,8 +68,8 @@ DIED = "the process ended without finishing (killed, or its database connection 
 CHUNK_ROWS = 25_000
 # Rows per time slice of a history model's run: each slice's features are materialized (with the lookback before
 # it) and held only while its chunks are scored, so memory follows the slice, not the window. With the next slice
-# materialized in a scoring process beside this one's scoring, 25,000 keeps a 1 M-row window's peak PSS within 5 %
-# of a 104 k-row one (50,000: 9-20 % above, 1.15 x as fast); the whole window at once: 2.8 x.
+# materialized in a scoring process beside this one's scoring, 25,000 keeps a 1 M-row window's peak PSS 3-10 %
+# above a 104 k-row one (50,000: 9-20 %, 1.17 x as fast in one run); the whole window at once: 2.8 x.
 SLICE_ROWS = CHUNK_ROWS
 
 
@@ -553,9 +553,10 @@ class BatchJob:
     def _slice_features(self, parts: list[Slice], processes: ScoringProcesses | None
                         ) -> Iterator[pd.DataFrame | None]:  # fmt: skip
         """Each slice's history features by key (None without history), in turn. With scoring processes, they are
-        materialized in one of them, the next slice's while this one's chunks are scored: materializing is a third
-        of a history run, and in the batch process it would wait between slices. There, each process's copy of
-        SQLite is its own (`database.engine_for`), and the batch process holds nothing but its bulk connections."""
+        materialized in one of them, the next slice's while this one's chunks are scored: materializing is about
+        half of the scoring work, and in the batch process it would wait between slices. There, each process's
+        copy of SQLite is its own (`database.engine_for`), and the batch process holds nothing but its bulk
+        connections."""
         if self.spec.history is None:
             yield from (None for _ in parts)
             return
