@@ -68,38 +68,40 @@ class Materialized:
     rows: pd.DataFrame = field(repr=False)  # the window's feature rows, as the table now holds them
 
 
-def _window_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None, with_points: bool
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+def _window_rows(engine: Engine, contract: Contract, start: str | None, end: str | None,
+                 bulk: BulkConnection | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Canonical rows of [start - lookback, end]: those whose values are known (valid and unlabeled alike: their
-    other columns are known), and, `with_points`, the points (every row the batch runner can score: its inputs
-    are valid, whatever its target)."""
+    other columns are known), and, read through `bulk` (`materialize`), the points (every row the batch runner can
+    score: its inputs are valid, whatever its target)."""
+    spec = contract.spec
     early = (pd.Timestamp(start) - lookback(spec)).strftime("%Y-%m-%d") if start else None
-    contract, known, points = Contract(spec), [], []
-    read = _bulk_window if with_points else database.read_window
-    for chunk in read(engine, spec, early, end):
+    known, points = [], []
+    chunks = _bulk_window(bulk, spec, early, end) if bulk else database.read_window(engine, spec, early, end)
+    for chunk in chunks:
         result = contract.validate(chunk)
         known += [result.valid, result.unlabeled]
-        if with_points:  # what the training contract takes, the serving one (its inputs only) takes too
-            refused = result.rejects["row"].unique()
-            points += [result.valid, result.unlabeled, contract.validate(chunk.iloc[refused], serving=True).valid]
+        if bulk is None:
+            continue
+        points += [result.valid, result.unlabeled]
+        if len(refused := result.rejects["row"].unique()):  # what the serving contract (inputs only) takes of them
+            points.append(contract.validate(chunk.iloc[refused], serving=True).valid)
     return _joined(spec, known), _joined(spec, points)
 
 
-def _bulk_window(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None, chunk_rows: int = 50_000
-                 ) -> Iterator[pd.DataFrame]:  # fmt: skip
+def _bulk_window(bulk: BulkConnection, spec: DatasetSpec, start: str | None, end: str | None,
+                 chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:  # fmt: skip
     """`database.read_window` by the bulk path (Arrow; 1 M rows on SQLite: 1.5-1.8 s against 6.7-8.4 s), read
     whole, then handed to the contract in chunks. For `materialize` only: ADBC carries its own SQLite, which must
     not have a file open while this process's other connections to it are (`database.engine_for`); a server's
     workers may have."""
-    with BulkConnection(engine) as bulk:
-        rows = bulk.read_exact(database.window_query(engine, spec, start, end))
+    rows = bulk.read_exact(database.window_query(bulk.engine, spec, start, end))
     for first in range(0, len(rows), chunk_rows):
         yield rows.iloc[first : first + chunk_rows].reset_index(drop=True)
 
 
 def known_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
     """The canonical rows whose values history reads, from `start` - lookback to `end` (the API's grid)."""
-    return _window_rows(engine, spec, start, end, with_points=False)[0]
+    return _window_rows(engine, Contract(spec), start, end)[0]
 
 
 def _joined(spec: DatasetSpec, frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -130,11 +132,9 @@ def computed(spec: DatasetSpec, known: pd.DataFrame, points: pd.DataFrame, start
     return rows.drop_duplicates([*spec.series, EVENT_TIME], keep="first").reset_index(drop=True)
 
 
-def _stored(engine: Engine, table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
+def _stored(bulk: BulkConnection, table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
     column = table.c[EVENT_TIME]
-    query = sa.select(table).where(column >= rows[EVENT_TIME].min(), column <= rows[EVENT_TIME].max())
-    with BulkConnection(engine) as bulk:
-        return bulk.read_exact(query)
+    return bulk.read_exact(sa.select(table).where(column >= rows[EVENT_TIME].min(), column <= rows[EVENT_TIME].max()))
 
 
 def _changed(rows: pd.DataFrame, stored: pd.DataFrame, key: list[str], names: list[str]) -> np.ndarray:
@@ -147,16 +147,25 @@ def _changed(rows: pd.DataFrame, stored: pd.DataFrame, key: list[str], names: li
     return new | differs
 
 
-def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None) -> Materialized:
-    """Write the history features of the window's rows; only those that are new or changed."""
+def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None, *,
+                contract: Contract | None = None, reader: BulkConnection | None = None) -> Materialized:  # fmt: skip
+    """Write the history features of the window's rows; only those that are new or changed.
+
+    A caller materializing window after window may pass the spec's `contract` (its schemas built once) and a
+    `reader` it keeps open where one may stay open (`BulkConnection.may_stay_open`: on PostgreSQL, where opening
+    one costs ~30 ms); without, each read opens its own."""
     if spec.history is None:
         raise ValueError(f"the spec {spec.name} declares no history features: nothing to materialize")
     table = feature_table(engine, spec)
-    rows = computed(spec, *_window_rows(engine, spec, start, end, with_points=True), start)
+    contract = contract or Contract(spec)
+    with BulkConnection.kept_or_new(engine, reader) as bulk:
+        rows = computed(spec, *_window_rows(engine, contract, start, end, bulk), start)
     if rows.empty:
         return Materialized(0, 0, 0, rows)
     key, names = [*spec.series, EVENT_TIME], spec.history.names()
-    write = rows[_changed(rows, _stored(engine, table, rows), key, names)]
+    with BulkConnection.kept_or_new(engine, reader) as bulk:
+        stored = _stored(bulk, table, rows)
+    write = rows[_changed(rows, stored, key, names)]
     if len(write):
         insert = database.upsert(engine, table, key)
         with engine.begin() as connection:

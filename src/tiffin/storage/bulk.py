@@ -9,7 +9,7 @@ like any other.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+APPLICATION_NAME = "tiffin-bulk"  # what PostgreSQL's pg_stat_activity shows for these connections
 # The placeholders each ADBC driver understands: `?` for SQLite, `$1` for PostgreSQL.
 _DIALECTS = {
     "sqlite": sqlite.dialect(paramstyle="qmark"),
@@ -41,11 +42,37 @@ class BulkConnection:
         elif backend == "postgresql":
             import adbc_driver_postgresql.dbapi as driver
 
-            self.connection = driver.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+            named = url.update_query_dict({"application_name": APPLICATION_NAME} | dict(url.query))  # the URL's wins
+            self.connection = driver.connect(named.set(drivername="postgresql").render_as_string(hide_password=False))
         else:
             raise NotImplementedError(f"batch scoring supports SQLite and PostgreSQL, not {backend}")
         self.engine = engine
         self.dialect = _DIALECTS[backend]
+
+    @staticmethod
+    def may_stay_open(engine: Engine) -> bool:
+        """Whether a bulk connection may stay open while the engine's own connections are used in the same process:
+        not on SQLite, where ADBC carries its own copy of SQLite, and two copies must never have the same file
+        open at once (their locks do not see each other: `database.engine_for`)."""
+        return engine.url.get_backend_name() != "sqlite"
+
+    @classmethod
+    @contextlib.contextmanager
+    def kept_or_new(cls, engine: Engine, kept: BulkConnection | None) -> Iterator[BulkConnection]:
+        """`kept`, a connection its caller keeps open across uses (where it may stay open), its transaction ended on
+        leaving (so that between uses it holds no lock: a read begins one, as the DB-API does); or else a new one,
+        closed on leaving."""
+        if kept is not None:
+            if not cls.may_stay_open(engine):
+                raise ValueError(f"a bulk connection may not stay open on {engine.url.get_backend_name()}")
+            try:
+                yield kept
+            finally:
+                with contextlib.suppress(Exception):  # a connection lost meanwhile: the cause is what is raised
+                    kept.connection.rollback()
+            return
+        with cls(engine) as bulk:
+            yield bulk
 
     def compile(self, statement: sa.sql.ClauseElement) -> tuple[str, list[Any]]:
         """The statement's SQL text with placeholders, and its values in order, as SQLAlchemy would send them."""
