@@ -574,22 +574,28 @@ class BatchJob:
 
     def _slice_features(self, parts: list[Slice], processes: ScoringProcesses | None
                         ) -> Iterator[pd.DataFrame | None]:  # fmt: skip
-        """Each slice's history features by key (None without history), in turn. With scoring processes, they are
-        materialized in one of them, the next slice's while this one's chunks are scored: materializing is about
-        half of the scoring work, and in the batch process it would wait between slices. There, each process's
-        copy of SQLite is its own (`database.engine_for`), and the batch process holds nothing but its bulk
-        connections."""
+        """Each slice's history features by key (None without history), in turn: materialized here when it is asked
+        for, or ahead in a scoring process (`_features_ahead`)."""
         if self.spec.history is None:
             yield from (None for _ in parts)
             return
-        upcoming = None if processes is None else processes.submit(_materialized, parts[0].start, parts[0].end)
-        for i, part in enumerate(parts):
-            features = self.slice_features(part) if upcoming is None else upcoming.result()
-            if processes is not None and i + 1 < len(parts):
-                upcoming = processes.submit(_materialized, parts[i + 1].start, parts[i + 1].end)
+        found = self._features_ahead(parts, processes) if processes else map(self.slice_features, parts)
+        for part, features in zip(parts, found, strict=True):
             log.info("%s: %d points, %d written (%s .. %s)", store.table_name(self.spec), features.points,
                      features.written, part.start or "(first)", part.end or "(last)")  # fmt: skip
             yield features.by_key
+
+    def _features_ahead(self, parts: list[Slice], processes: ScoringProcesses) -> Iterator[SliceFeatures]:
+        """Each slice's features materialized in a scoring process, the next slice's while this one's chunks are
+        scored: materializing is about half of the scoring work, and in the batch process it would wait between
+        slices. There, each process's copy of SQLite is its own (`database.engine_for`), and the batch process holds
+        nothing but its bulk connections."""
+        upcoming = processes.submit(_materialized, parts[0].start, parts[0].end)
+        for following in [*parts[1:], None]:
+            features = upcoming.result()
+            if following is not None:
+                upcoming = processes.submit(_materialized, following.start, following.end)
+            yield features
 
     def _score_slices(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
                       processes: ScoringProcesses | None) -> None:  # fmt: skip
