@@ -13,7 +13,7 @@ from tiffin.cli.main import main
 from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec, load_spec
 from tiffin.storage import database as db
-from tiffin.storage.bulk import BulkConnection
+from tiffin.storage.bulk import APPLICATION_NAME, BulkConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,3 +228,29 @@ def test_bulk_rows_expected_new_go_straight_in_and_a_key_already_there_is_skippe
         rows = connection.execute(sa.select(table.c.k, table.c.x, table.c.role).order_by(table.c.k)).all()
     assert [tuple(row) for row in rows] == [("a", 1.0, None), ("b", 2.0, None), ("c", 3.0, "champion")]
     engine.dispose()
+
+
+def test_a_bulk_connection_kept_across_uses_holds_no_transaction_between_them_and_is_never_kept_on_sqlite(
+    db_url: str,
+) -> None:
+    """Issue 18: a process materializing slice after slice keeps one bulk connection on PostgreSQL; between uses it
+    is idle, not idle in a transaction holding locks (a DROP or ALTER of the tables it read would wait on it). On
+    SQLite none is kept: ADBC's copy of SQLite must not have the file open while the engine's is."""
+    engine = db.engine_for(db_url)
+    kept = BulkConnection(engine)
+    ours = "SELECT state FROM pg_stat_activity WHERE application_name = :app AND datname = current_database()"
+    try:
+        if not BulkConnection.may_stay_open(engine):
+            refused = pytest.raises(ValueError, match="may not stay open on sqlite")
+            with refused, BulkConnection.kept_or_new(engine, kept):
+                pass
+            return
+        for _ in range(2):
+            with BulkConnection.kept_or_new(engine, kept) as bulk:
+                assert bulk is kept and bulk.read(sa.select(sa.literal(7).label("n")))["n"].tolist() == [7]
+        with engine.connect() as connection:
+            states = connection.execute(sa.text(ours), {"app": APPLICATION_NAME}).scalars().all()
+        assert states == ["idle"]
+    finally:
+        kept.close()
+        engine.dispose()
