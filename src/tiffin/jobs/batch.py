@@ -513,8 +513,8 @@ class BatchJob:
 
     def slice_features(self, part: Slice) -> SliceFeatures:
         """For a spec with history features: materialize the slice's (writing new or changed points only); they
-        come by key, what its chunks are scored with. In the batch process, only before the slice's bulk
-        connections open (ADBC's SQLite and Python's must not have the file open at once in one process)."""
+        come by key, what its chunks are scored with. In the batch process on SQLite, only while its bulk
+        connections are closed (ADBC's SQLite and Python's must not have the file open at once in one process)."""
         done = store.materialize(self.engine, self.spec, part.start, part.end, contract=self.scoring.contract,
                                  reader=self._feature_reader())  # fmt: skip
         return SliceFeatures(done.points, done.written, store.by_key(self.spec, done.rows))
@@ -599,11 +599,13 @@ class BatchJob:
 
     def _score_slices(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
                       processes: ScoringProcesses | None) -> None:  # fmt: skip
-        """The slices' chunks, read, scored and written. With scoring processes the batch process never materializes,
-        so one pipeline runs from the first slice to the last (its bulk connections open throughout, never drained
-        at a slice's end); without, a pipeline a slice, each slice materialized here while none is open."""
+        """The slices' chunks, read, scored and written, through one pipeline from the first slice to the last (its
+        bulk connections open throughout, never drained at a slice's end) where the batch process never
+        materializes (scoring processes do) or may while its bulk connections are open (PostgreSQL: each slice is
+        then materialized on the reading thread, as the pipeline asks for its chunks); on SQLite without scoring
+        processes, a pipeline a slice, each slice materialized here while none is open."""
         features = self._slice_features(parts, processes)
-        if processes is not None:
+        if processes is not None or BulkConnection.may_stay_open(self.engine):
             self._score_chunks(partial(self._slice_chunks, window, parts, features), summary, progress, processes)
             return
         for part, history in zip(parts, features, strict=True):
