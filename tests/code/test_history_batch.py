@@ -118,6 +118,19 @@ def _timed(record, what, work):
     return timed
 
 
+def _opened_in_batch(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The process of each bulk connection the batch module opens from now on, in order."""
+    opened = []
+
+    class Opened(BulkConnection):
+        def __init__(self, *args, **kwargs) -> None:
+            opened.append(os.getpid())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "BulkConnection", Opened)
+    return opened
+
+
 def test_the_next_slice_is_materialized_in_a_scoring_process_while_this_one_is_scored(
     db_url, history_spec, offline, bike_raw, tmp_path, monkeypatch
 ) -> None:
@@ -133,14 +146,7 @@ def test_the_next_slice_is_materialized_in_a_scoring_process_while_this_one_is_s
                                                     store.materialize))  # fmt: skip
     monkeypatch.setattr(batch, "score_rows", _timed(record, lambda _s, chunk, _h: {"last": chunk["dteday"].max()},
                                                    batch.score_rows))  # fmt: skip
-    opened = []
-
-    class Opened(BulkConnection):
-        def __init__(self, *args, **kwargs) -> None:
-            opened.append(os.getpid())
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(batch, "BulkConnection", Opened)
+    opened = _opened_in_batch(monkeypatch)
 
     job = BatchJob(engine, Scorer(pipeline, history_spec), TAG, chunk_rows=40, slice_rows=100, processes=2)
     summary = job.run("2011-01-10")
@@ -216,14 +222,7 @@ def test_without_scoring_processes_one_pipeline_runs_across_slices_where_the_dat
     pipeline = build_pipeline(history_spec, {"max_iter": 5}).fit(january, january[history_spec.target])
     engine = db.engine_for(db_url)
     db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")])
-    opened = []
-
-    class Opened(BulkConnection):
-        def __init__(self, *args, **kwargs) -> None:
-            opened.append(os.getpid())
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(batch, "BulkConnection", Opened)
+    opened = _opened_in_batch(monkeypatch)
     job = BatchJob(engine, Scorer(pipeline, history_spec), TAG, chunk_rows=40, slice_rows=100, processes=1)
     parts, _ = job.slices(Window.parse("2011-01-10", None), "2011-01-10", None)
     summary = job.run("2011-01-10")
