@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from tiffin.core.contract import Contract
 from tiffin.features.history import history_features
-from tiffin.serving.scorer import CompiledForest
+from tiffin.serving.forest import CompiledForest
 from tiffin.storage.champion import serving_models
 from tiffin.storage.modelstore import ModelStore
 

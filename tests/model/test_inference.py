@@ -1,4 +1,4 @@
-"""The fast path gives the sklearn pipeline's numbers (to 1e-9), including its hard cases."""
+"""The fast path gives the sklearn pipeline's numbers, bit for bit, including its hard cases, at every size."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec
 from tiffin.modeling.pipeline import build_pipeline
-from tiffin.serving.scorer import SMALL_BATCH_ROWS, CompiledForest, Scorer
+from tiffin.serving.forest import CompiledForest
+from tiffin.serving.scorer import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +45,12 @@ def test_the_compiled_forest_equals_scikit_learn(bike_spec: DatasetSpec, canonic
     matrix = pipeline.named_steps["features"].transform(canonical)
     forest = CompiledForest(model)
     for rows in (matrix, hard_cases(matrix)):
-        # Over SMALL_BATCH_ROWS rows the forest runs scikit-learn's own per-tree routine: the same bits.
         np.testing.assert_array_equal(forest.predict(rows), model.predict(rows))
-        np.testing.assert_allclose(forest.predict(rows[:SMALL_BATCH_ROWS]), model.predict(rows[:SMALL_BATCH_ROWS]),
-                                   rtol=0, atol=1e-9)  # fmt: skip
-    # One row at a time: the API's usual request takes a path of its own.
+        np.testing.assert_array_equal(forest.predict(rows[:20]), model.predict(rows[:20]))
+    # One row at a time, the API's usual request; and a matrix in Fortran order (a slice of columns, say).
     odd = hard_cases(matrix, seed=1)[:300]
-    one_by_one = np.concatenate([forest.predict(row[None, :]) for row in odd])
-    np.testing.assert_allclose(one_by_one, model.predict(odd), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(np.concatenate([forest.predict(row[None, :]) for row in odd]), model.predict(odd))
+    np.testing.assert_array_equal(forest.predict(np.asfortranarray(odd)), model.predict(odd))
 
 
 def test_the_scorer_matches_the_pipeline_on_both_of_its_paths(bike_spec: DatasetSpec, canonical: pd.DataFrame) -> None:
@@ -61,8 +60,8 @@ def test_the_scorer_matches_the_pipeline_on_both_of_its_paths(bike_spec: Dataset
     records = frame.assign(dteday=frame["dteday"].dt.strftime("%Y-%m-%d")).to_dict("records")
     records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in records]
     expected = pipeline.predict(canonical.head(500))
-    small = [scorer.score(records[i : i + SMALL_BATCH_ROWS]).predictions for i in range(0, 500, SMALL_BATCH_ROWS)]
-    np.testing.assert_allclose(np.concatenate(small), expected, rtol=0, atol=1e-9)
+    small = [scorer.score(records[i : i + 20]).predictions for i in range(0, 500, 20)]
+    np.testing.assert_array_equal(np.concatenate(small), expected)
     one_by_one = [scorer.score([record]).predictions[0] for record in records[:100]]
-    np.testing.assert_allclose(one_by_one, expected[:100], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(scorer.score(records).predictions, expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(one_by_one, expected[:100])
+    np.testing.assert_array_equal(scorer.score(records).predictions, expected)
