@@ -254,3 +254,57 @@ def test_a_bulk_connection_kept_across_uses_holds_no_transaction_between_them_an
     finally:
         kept.close()
         engine.dispose()
+
+
+def _log_beside_reads(url: str, rows: pd.DataFrame, seconds: float) -> None:
+    """One API worker's use of a SQLite file: a thread appending to the prediction log while another reads through
+    the engine (the history lookup)."""
+    import threading
+    import time
+
+    from tiffin.storage import predlog
+
+    spec = load_spec(ROOT / "specs/bike_sharing_rows.yaml")  # the `bike_spec` fixture's
+    engine = db.engine_for(url, must_exist=True)
+    table = predlog.ensure_table(engine, spec)
+    stop = time.monotonic() + seconds
+
+    def read() -> None:
+        while time.monotonic() < stop:
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT count(*) FROM prediction_log")).scalar()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        while time.monotonic() < stop:
+            predlog.write(engine, spec, rows, table)
+    finally:
+        reader.join()
+
+
+def test_two_workers_logging_beside_their_history_reads_never_break_a_sqlite_file(
+    tmp_path: Path, bike_spec: DatasetSpec, sample: pd.DataFrame
+) -> None:
+    """Observed in `make bench`: the API's two workers, each writing its log through ADBC while reading its history
+    through the engine, left "database disk image is malformed" (and "disk I/O error" at COMMIT): a copy of SQLite
+    that closes its descriptor drops the locks of the other copy in the same process."""
+    import multiprocessing
+
+    from tiffin.storage import predlog
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    canonical = Contract(bike_spec).validate(sample).valid
+    rows = pd.concat([predlog.entries(bike_spec, canonical, [1.0] * len(canonical), model="m:1", role="champion",
+                                      source="api")] * 20, ignore_index=True)  # fmt: skip
+    predlog.ensure_table(db.engine_for(url), bike_spec)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_log_beside_reads, args=(url, rows, 8.0)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0, 0]  # no "disk I/O error", no "database is locked"
+    with db.engine_for(url).connect() as connection:
+        assert connection.execute(sa.text("PRAGMA integrity_check")).scalar() == "ok"
+        assert connection.execute(sa.text("SELECT count(*) FROM prediction_log")).scalar() % len(rows) == 0
