@@ -436,11 +436,12 @@ def test_a_history_challenger_in_shadow_behind_a_row_only_champion(db_url, histo
     engine.dispose()
 
 
-def test_the_api_log_writes_every_flush_through_one_connection_and_reopens_after_a_failure(
+def test_the_api_log_keeps_one_connection_on_postgresql_reopens_after_a_failure_and_never_uses_adbc_on_sqlite(
     db_url, bike_spec, offline, monkeypatch
 ):
-    """Each write costs the answering loop GIL hand-offs (issue 15), the connection's opening among them: one
-    connection for the thread's life, a new one only after a failed write, and no request lost but the failed."""
+    """Each write costs the answering loop GIL hand-offs (issue 15), the connection's opening among them: on
+    PostgreSQL one ADBC connection for the thread's life, a new one only after a failed write, and no request lost
+    but the failed. On SQLite no ADBC at all: its second copy of SQLite beside the engine's corrupted the file."""
     from tiffin.serving.openapi import request_json
     from tiffin.storage.predlog import AsyncLogger
 
@@ -468,12 +469,14 @@ def test_the_api_log_writes_every_flush_through_one_connection_and_reopens_after
 
     log_and_wait(days[0])
     log_and_wait(days[1])
-    assert len(opened) == 1
-    opened[0].connection.close()  # the database dropped it: that write fails, the next one reconnects
-    log_and_wait(days[1])
+    on_sqlite = engine.dialect.name == "sqlite"
+    assert len(opened) == (0 if on_sqlite else 1)
+    if not on_sqlite:
+        opened[0].connection.close()  # the database dropped it: that write fails, the next one reconnects
+        log_and_wait(days[1])
     log_and_wait(days[2])
     logger.close()
-    assert len(opened) == 2
+    assert len(opened) == (0 if on_sqlite else 2)
     logged = prediction_log.read(engine, bike_spec, "2011-02-01", "2011-02-03")
     assert logged.groupby(logged["event_time"].dt.day).size().to_dict() == {1: len(days[0]), 2: len(days[1]),
                                                                             3: len(days[2])}  # fmt: skip
