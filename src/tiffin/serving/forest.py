@@ -7,7 +7,7 @@ is checked each time) over nodes of 56 bytes. Here the nodes are columns of thei
 children, missing direction, category row), and a numba-compiled loop walks each tree for every row, adding the
 leaves to the baseline in scikit-learn's order, in float64 (`fastmath` off): the same sums. One call for all the
 trees: 4 µs for one row (the numpy level-by-level walk it replaces took 70), 2.3 x scikit-learn's own routine at
-1,000 rows (docs/benchmarks.md, `python -m benchmarks.trees`).
+1,000 rows (docs/benchmarks.md, "One compiled loop for the trees").
 """
 
 from __future__ import annotations

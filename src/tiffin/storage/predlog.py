@@ -162,7 +162,7 @@ def write(
     if rows.empty:
         return 0
     table = table if table is not None else ensure_table(engine, spec)
-    if engine.dialect.name == "postgresql":
+    if bulk_ingests(engine):
         own = bulk is None
         bulk = BulkConnection(engine) if own else bulk
         try:
@@ -180,6 +180,11 @@ def write(
     with engine.begin() as connection:
         connection.exec_driver_sql(str(insert), values)
     return len(rows)
+
+
+def bulk_ingests(engine: Engine) -> bool:
+    """Whether `write` appends through ADBC's bulk ingest (PostgreSQL's COPY): on SQLite never (see `write`)."""
+    return engine.dialect.name == "postgresql"
 
 
 def _native(column: pd.Series) -> list:
@@ -360,8 +365,7 @@ class AsyncLogger:
                 log.exception("prediction log: the shadow model %s could not score %d rows", self.shadow[0],
                               len(canonical))  # fmt: skip
         rows = entries(self.spec, canonical, predictions, model=self.model, role=CHAMPION, source=API, shadow=shadow)
-        # PostgreSQL: one ADBC connection, kept. SQLite: the engine's own driver (`write`).
-        if self._bulk is None and self.engine.dialect.name == "postgresql":
+        if self._bulk is None and bulk_ingests(self.engine):  # one ADBC connection, kept
             self._bulk = BulkConnection(self.engine)
         write(self.engine, self.spec, rows, self.table, self._bulk)
         for role, count in rows["role"].value_counts().items():
