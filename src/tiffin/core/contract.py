@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, partial
 from operator import itemgetter
 
 import numpy as np
@@ -119,6 +119,18 @@ class Contract:
             checks.append(pa.Check.isin(spec.values))
         return pa.Column(_CANONICAL_DTYPES[spec.type], checks=checks, nullable=spec.nullable or may_be_missing)
 
+    def surely_valid(self, frame: pd.DataFrame, schema: pa.DataFrameSchema) -> bool:
+        """True when `schema` (one of this contract's) would find nothing wrong with the normalised `frame`: the same
+        rules, read from the same pandera columns, one vectorised pass a column. False means "not sure": pandera
+        then runs and names every failure. Most chunks are clean, and pandera's own pass costs ~0.8 µs a row (its
+        checks' machinery, nulls looked for again in every check): a third of the contract."""
+        if schema.checks or schema.strict or schema.coerce:
+            return False
+        for name, column in schema.columns.items():
+            if name not in frame or not _column_surely_valid(frame[name], column):
+                return False
+        return not (schema.unique and frame.duplicated(subset=schema.unique).any())
+
     # -- normalisation -------------------------------------------------------------------------
 
     def normalise(self, raw: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,10 +154,10 @@ class Contract:
         return frame, pd.concat(problems) if problems else pd.DataFrame(columns=REJECT_COLUMNS)
 
     def _normalise_column(self, raw: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
-        present = raw.notna().to_numpy()
         if spec.type in ("int", "float"):
+            present = raw.notna().to_numpy()
             parser = normalise.resolve(spec.parse, normalise.PARSERS) if spec.parse else _to_number
-            values = parser(raw).astype("float64")
+            values = normalise.on_distinct(raw, parser).astype("float64")
             numbers = values.to_numpy()
             # NaN from a present value, and infinities, are no numbers; NaN, Infinity or 1e400 as text among them.
             unreadable = present & ~np.isfinite(numbers)
@@ -153,16 +165,11 @@ class Contract:
                 # 6.0 is the hour 6; 6.5 is no hour at all; 1e19 is beyond a 64-bit integer.
                 with np.errstate(invalid="ignore"):
                     unreadable |= np.isfinite(numbers) & ((numbers != np.floor(numbers)) | (np.abs(numbers) >= 2.0**63))
-                return values.where(~unreadable).astype("Int64"), unreadable
+                return _integers(numbers, ~unreadable & np.isfinite(numbers), raw.index), unreadable
             return values.where(~unreadable), unreadable
         if spec.type in ("date", "datetime"):
-            documented = normalise.iso_text(raw, normalise.ISO_DAY if spec.type == "date" else normalise.ISO_MOMENT)
-            if spec.type == "datetime" and (zone := self.spec.timestamp.timezone):
-                values, _ = normalise.local_moments(raw.where(documented), zone)
-            else:
-                values = pd.to_datetime(raw.where(documented), errors="coerce", format="ISO8601", utc=True)
-                values = values.dt.tz_localize(None)
-            unreadable = present & values.isna().to_numpy()
+            values = normalise.on_distinct(raw, partial(self._moments, spec))
+            unreadable = raw.notna().to_numpy() & values.isna().to_numpy()
             if spec.type == "date":
                 unreadable |= (values.notna() & (values != values.dt.normalize())).to_numpy()
             return values.where(~unreadable).astype("datetime64[ns]"), unreadable
@@ -177,6 +184,14 @@ class Contract:
             return normalise.map_unique(raw, category), np.zeros(len(raw), dtype=bool)
         values = raw.where(raw.isna(), raw.map(shown)).astype(object)
         return values, np.zeros(len(raw), dtype=bool)
+
+    def _moments(self, spec: ColumnSpec, raw: pd.Series) -> pd.Series:
+        """A date or datetime column's values as naive moments; NaT where a value is not in its documented form."""
+        documented = normalise.iso_text(raw, normalise.ISO_DAY if spec.type == "date" else normalise.ISO_MOMENT)
+        if spec.type == "datetime" and (zone := self.spec.timestamp.timezone):
+            return normalise.local_moments(raw.where(documented), zone)[0]
+        values = pd.to_datetime(raw.where(documented), errors="coerce", format="ISO8601", utc=True)
+        return values.dt.tz_localize(None)
 
     def _fill_missing(self, frame: pd.DataFrame, names: list[str]) -> None:
         for name in names:
@@ -201,7 +216,8 @@ class Contract:
         frame, problems = self.normalise(raw, names)
         failures = [problems]
         try:
-            schema.validate(frame, lazy=True)
+            if not self.surely_valid(frame, schema):
+                schema.validate(frame, lazy=True)
         except SchemaErrors as errors:
             failures.append(self._schema_failures(errors.failure_cases, raw))
         # Last, so that a value outside its own type, range or set is reported as such, not as a disagreement.
@@ -273,6 +289,46 @@ def _range_check(low: float | None, high: float | None) -> list[pa.Check]:
     return [pa.Check.le(high)] if high is not None else []
 
 
+def _column_surely_valid(values: pd.Series, column: pa.Column) -> bool:
+    """The pandera column's dtype, nullability and checks, met by every value (nulls aside, as pandera's checks
+    ignore them); False for a check this does not know (pandera judges it)."""
+    if column.unique or column.coerce or values.dtype != pd.api.types.pandas_dtype(column.dtype.type):
+        return False
+    checks = list(column.checks)
+    if _all_allowed(values, checks):  # none is null either: a text column's nulls cost more to find than this
+        checks, nulls = [c for c in checks if c.name != "isin"], None
+    else:
+        nulls = values.isna()
+        if not column.nullable and nulls.any():
+            return False
+    for check in checks:
+        known = _CHECKS.get(check.name)
+        if known is None or not known(values, nulls, check.statistics):
+            return False
+    return True
+
+
+def _all_allowed(values: pd.Series, checks: list[pa.Check]) -> bool:
+    """Whether a set check (`isin`) of no null value holds every value."""
+    allowed = next((check.statistics["allowed_values"] for check in checks if check.name == "isin"), None)
+    return allowed is not None and not any(pd.isna(value) for value in allowed) and bool(values.isin(allowed).all())
+
+
+def _within(values: pd.Series, nulls: pd.Series | None, low: object, high: object, inclusive: bool = True) -> bool:
+    if not inclusive or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    present = values[~nulls] if nulls is not None and nulls.any() else values
+    return not len(present) or bool((low is None or present.min() >= low) and (high is None or present.max() <= high))
+
+
+_CHECKS = {  # pandera's built-in checks the contract uses, by name: (values, nulls or None, statistics) -> all pass
+    "in_range": lambda v, n, s: _within(v, n, s["min_value"], s["max_value"], s["include_min"] and s["include_max"]),
+    "greater_than_or_equal_to": lambda v, n, s: _within(v, n, s["min_value"], None),
+    "less_than_or_equal_to": lambda v, n, s: _within(v, n, None, s["max_value"]),
+    "isin": lambda v, n, s: bool((v.isin(s["allowed_values"]) | (False if n is None else n)).all()),
+}
+
+
 def agreement_rule(spec: ColumnSpec) -> str:
     assert spec.agrees_with is not None
     return f"agrees_with: {spec.agrees_with.using}({spec.agrees_with.from_})"
@@ -303,6 +359,12 @@ def disagreements(
         if differs.any():
             found[name] = np.flatnonzero(both)[differs]
     return found
+
+
+def _integers(numbers: np.ndarray, whole: np.ndarray, index: pd.Index) -> pd.Series:
+    """Whole float64 numbers as a nullable Int64 column (null where not `whole`), built from its values and mask:
+    `astype("Int64")` checks every float again, 2 ms a 25,000-row column."""
+    return pd.Series(pd.arrays.IntegerArray(np.where(whole, numbers, 0).astype("int64"), ~whole), index=index)
 
 
 def _to_number(raw: pd.Series) -> pd.Series:

@@ -2,7 +2,8 @@
 
 A spec names them (`parse: hour_of_day` on an int or float column; `fill_missing: {using: weekday_name, from:
 <a date column>}`); a user can also give `package.module:function`. Each takes and returns a pandas Series; a value
-that cannot be parsed becomes NA, and the contract reports it with the raw value.
+that cannot be parsed becomes NA, and the contract reports it with the raw value. A parser reads each value on its
+own: the contract calls it on a column's distinct values (`on_distinct`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ def map_unique(raw: pd.Series, function: Callable[[object], object]) -> pd.Serie
         return pd.Series([None if _missing(v) else function(v) for v in raw], index=raw.index, dtype=object)
     mapped = np.array([function(value) for value in uniques] + [None], dtype=object)
     return pd.Series(mapped[codes], index=raw.index)  # code -1 (missing) takes the trailing None
+
+
+def on_distinct(raw: pd.Series, function: Parser) -> pd.Series:
+    """`function(raw)` for a `function` that reads each value alone, called on the distinct values only where they
+    are few (a day's 24 hours repeat its date; a database's TEXT column repeats a few values). A null value takes
+    what `function` makes of None. Booleans are not folded into 0 and 1 (factorize takes them as equal): a column
+    holding one is read whole."""
+    if raw.dtype != object or len(raw) <= _FEW:
+        return function(raw)
+    if pd.api.types.infer_dtype(raw, skipna=True) in _MAY_HOLD_BOOLEANS and raw.map(type).isin(_BOOLEANS).any():
+        return function(raw)
+    try:
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    except TypeError:  # unhashable values (a JSON object or array where a scalar belongs)
+        return function(raw)
+    if len(uniques) * 2 >= len(raw):
+        return function(raw)
+    found = function(pd.Series([*uniques, None], dtype=object))
+    return pd.Series(found.to_numpy()[codes], index=raw.index, dtype=found.dtype)  # code -1 takes the None's
 
 
 def _missing(value: object) -> bool:

@@ -63,7 +63,8 @@ class ColumnSpec(_Strict):
     """The allowed values of a `category` column (required for it, refused for the others)."""
     parse: str | None = None
     """How raw values of an int or float column are read: `hour_of_day` (6, '6', '6am'), or your own
-    `package.module:function`. Other column types are read as they are."""
+    `package.module:function` (a Series in, a Series out, each value read on its own: it is called on a column's
+    distinct values). Other column types are read as they are."""
     fill_missing: FillSpec | None = None
     """Fill an empty value from another column (e.g. the weekday from the date)."""
     agrees_with: FillSpec | None = None
