@@ -54,6 +54,27 @@ def test_the_encoder_learns_nothing_from_data(bike_spec: DatasetSpec, canonical:
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("rows", [1, 100, 3000])
+def test_date_parts_are_the_same_whatever_form_the_dates_come_in(
+    bike_spec: DatasetSpec, canonical: pd.DataFrame, rows: int
+) -> None:
+    """The contract's datetime64 column (read without `pd.to_datetime`), coarser units, text, a missing date and
+    the API's arrays: the same matrix."""
+    frame = canonical.head(rows).reset_index(drop=True)
+    frame.loc[0, "dteday"] = pd.NaT
+    encoder = FeatureEncoder.from_spec(bike_spec).fit(None)
+    expected = encoder.transform(frame.assign(dteday=pd.to_datetime(frame["dteday"].astype(str), errors="coerce")))
+    for dates in (
+        frame["dteday"],
+        frame["dteday"].astype("datetime64[s]"),
+        frame["dteday"].dt.strftime("%Y-%m-%d"),
+        frame["dteday"].to_numpy(),
+    ):
+        np.testing.assert_array_equal(encoder.transform(frame.assign(dteday=dates)), expected)
+    as_arrays = {name: frame[name].to_numpy() for name in frame}  # the API's dict of columns
+    np.testing.assert_array_equal(encoder.transform(as_arrays), expected)
+
+
 def test_predictions_do_not_move_when_leakage_columns_change_or_vanish(
     bike_spec: DatasetSpec, canonical: pd.DataFrame
 ) -> None:

@@ -34,7 +34,8 @@ def _date_parts(moments: np.ndarray, parts: list[str]) -> list[np.ndarray]:
         "hour": lambda: (moments - days) // np.timedelta64(1, "h"),
     }
     missing = np.isnat(moments)
-    values = [compute[part]().astype("float64") for part in parts]
+    with np.errstate(invalid="ignore"):  # NaT's parts are garbage, replaced just below
+        values = [compute[part]().astype("float64") for part in parts]
     if missing.any():
         for column in values:
             column[missing] = np.nan
@@ -48,9 +49,13 @@ def _as_floats(column: object) -> np.ndarray:
 
 
 def _as_moments(column: object) -> np.ndarray:
-    if isinstance(column, pd.Series):
-        return pd.to_datetime(column).to_numpy(dtype="datetime64[ns]")
-    return np.asarray(column, dtype="datetime64[ns]")
+    if not isinstance(column, pd.Series):
+        return np.asarray(column, dtype="datetime64[ns]")
+    # The contract's columns are datetime64 already: `pd.to_datetime` on one still makes Timestamps of up to
+    # 10,000 of its values, to decide whether to cache (0.7 ms a 1,000-row frame, 4.7 ms at 15,000).
+    if not pd.api.types.is_datetime64_any_dtype(column.dtype):
+        column = pd.to_datetime(column)
+    return column.to_numpy(dtype="datetime64[ns]")
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
