@@ -258,6 +258,32 @@ def test_a_short_read_is_the_last(db_url, history_spec, offline, bike_raw) -> No
     engine.dispose()
 
 
+def test_by_default_a_slice_takes_no_read_beyond_its_planned_chunks(
+    db_url, history_spec, offline, bike_raw, monkeypatch
+) -> None:
+    """Issue 18: slices are planned a tenth under a whole number of chunks, days rounded down, so that each is read
+    in that many reads (before: planned at `SLICE_ROWS`, days rounded up; at 1 M rows most slices were a little
+    over a chunk, and their remainder's read walked the slice again: 64 reads for 40 slices)."""
+    january = offline[offline["dteday"] < "2011-02-01"]
+    pipeline = build_pipeline(history_spec, {"max_iter": 5}).fit(january, january[history_spec.target])
+    engine = db.engine_for(db_url)
+    db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")])
+    monkeypatch.setattr(batch, "SLICE_ROWS", 300)  # three chunks of 100 (at 1 M rows: 25,000, one chunk)
+    job = BatchJob(engine, Scorer(pipeline, history_spec), TAG, chunk_rows=100)
+    window = Window.parse("2011-01-10", None)
+    parts, total = job.slices(window, "2011-01-10", None)
+    rows = _rows_per_slice(job, window, parts)
+    assert len(parts) > 3 and sum(rows) == total
+    reads = []
+    for part in parts:
+        with BulkConnection(engine) as bulk:
+            reads.append(0)
+            bulk.read_exact = _counted(bulk.read_exact, reads)
+            assert sum(len(chunk) for chunk in job.chunks(bulk, window, part.within)) == rows[len(reads) - 1]
+    assert max(reads) == 3
+    engine.dispose()
+
+
 def _counted(read, reads: list[int]):
     def counted(*args, **kwargs):
         reads[-1] += 1
