@@ -112,6 +112,25 @@ def test_each_rule_the_quick_check_reads_sends_a_breaking_frame_to_pandera(
         schema.validate(frame, lazy=True)
 
 
+WEATHER = ["Clear", "Mist", "Light Rain", "Heavy Rain"]  # every value the spec allows
+
+
+@pytest.mark.parametrize("check", [pa.Check.isin(WEATHER, ignore_na=False), pa.Check.str_length(1, 10)])
+def test_a_check_the_quick_check_cannot_judge_goes_to_pandera(
+    bike_spec: DatasetSpec, bike_raw: pd.DataFrame, check: pa.Check
+) -> None:
+    """A check that judges nulls too, or one the quick check does not know: "not sure", whatever the values."""
+    contract = Contract(bike_spec)
+    schema = contract.training_schema
+    frame, _ = contract.normalise(bike_raw.head(200), list(schema.columns))
+    frame.loc[3, "weathersit"] = None  # allowed: the column is nullable
+    changed = schema.update_column("weathersit", checks=[check])
+    assert contract.surely_valid(frame, schema) and not contract.surely_valid(frame, changed)
+    if not check.ignore_na:  # pandera judges the null, as the check asks
+        with pytest.raises(SchemaErrors):
+            changed.validate(frame, lazy=True)
+
+
 @FUZZ
 @given(data=st.data())
 def test_a_column_read_once_per_distinct_value_reads_as_one_read_value_by_value(

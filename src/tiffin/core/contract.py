@@ -295,6 +295,8 @@ def _column_surely_valid(values: pd.Series, column: pa.Column) -> bool:
     if column.unique or column.coerce or values.dtype != pd.api.types.pandas_dtype(column.dtype.type):
         return False
     checks = list(column.checks)
+    if not all(check.ignore_na for check in checks):  # a check that judges nulls too: pandera's to judge
+        return False
     if _all_allowed(values, checks):  # none is null either: a text column's nulls cost more to find than this
         checks, nulls = [c for c in checks if c.name != "isin"], None
     else:
