@@ -297,37 +297,34 @@ def _column_surely_valid(values: pd.Series, column: pa.Column) -> bool:
     checks = list(column.checks)
     if not all(check.ignore_na for check in checks):  # a check that judges nulls too: pandera's to judge
         return False
-    if _all_allowed(values, checks):  # none is null either: a text column's nulls cost more to find than this
-        checks, nulls = [c for c in checks if c.name != "isin"], None
+    sets = [check.statistics["allowed_values"] for check in checks if check.name == "isin"]
+    inside = [values.isin(allowed) for allowed in sets]
+    # Every value in a set that holds no null: none is null (a text column's nulls cost more to find than this).
+    if any(mask.all() and not any(pd.isna(v) for v in allowed) for mask, allowed in zip(inside, sets, strict=True)):
+        nulls = None
     else:
         nulls = values.isna()
-        if not column.nullable and nulls.any():
+        if (not column.nullable and nulls.any()) or not all((mask | nulls).all() for mask in inside):
             return False
     for check in checks:
-        known = _CHECKS.get(check.name)
-        if known is None or not known(values, nulls, check.statistics):
+        if check.name != "isin" and ((known := _CHECKS.get(check.name)) is None or not known(values, check.statistics)):
             return False
     return True
 
 
-def _all_allowed(values: pd.Series, checks: list[pa.Check]) -> bool:
-    """Whether a set check (`isin`) of no null value holds every value."""
-    allowed = next((check.statistics["allowed_values"] for check in checks if check.name == "isin"), None)
-    return allowed is not None and not any(pd.isna(value) for value in allowed) and bool(values.isin(allowed).all())
-
-
-def _within(values: pd.Series, nulls: pd.Series | None, low: object, high: object, inclusive: bool = True) -> bool:
+def _within(values: pd.Series, low: object, high: object, inclusive: bool = True) -> bool:
     if not inclusive or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return False
-    present = values[~nulls] if nulls is not None and nulls.any() else values
-    return not len(present) or bool((low is None or present.min() >= low) and (high is None or present.max() <= high))
+    least, most = values.min(), values.max()  # nulls skipped, as pandera's checks skip them
+    if pd.isna(least):  # nulls only
+        return True
+    return bool((low is None or least >= low) and (high is None or most <= high))
 
 
-_CHECKS = {  # pandera's built-in checks the contract uses, by name: (values, nulls or None, statistics) -> all pass
-    "in_range": lambda v, n, s: _within(v, n, s["min_value"], s["max_value"], s["include_min"] and s["include_max"]),
-    "greater_than_or_equal_to": lambda v, n, s: _within(v, n, s["min_value"], None),
-    "less_than_or_equal_to": lambda v, n, s: _within(v, n, None, s["max_value"]),
-    "isin": lambda v, n, s: bool((v.isin(s["allowed_values"]) | (False if n is None else n)).all()),
+_CHECKS = {  # pandera's built-in range checks the contract uses, by name: (values, statistics) -> all pass
+    "in_range": lambda v, s: _within(v, s["min_value"], s["max_value"], s["include_min"] and s["include_max"]),
+    "greater_than_or_equal_to": lambda v, s: _within(v, s["min_value"], None),
+    "less_than_or_equal_to": lambda v, s: _within(v, None, s["max_value"]),
 }
 
 

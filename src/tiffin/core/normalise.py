@@ -91,15 +91,7 @@ def to_numbers(raw: pd.Series) -> pd.Series:
     """Numbers as float64, NaN where a value is no number; a number beyond float64's range (a JSON or SQL integer
     of 400 digits) is NaN too, never an OverflowError. Text repeating a few values (a database's TEXT column) is
     read once per distinct value."""
-    if raw.dtype == object and len(raw) > _FEW:
-        try:
-            codes, uniques = pd.factorize(raw, use_na_sentinel=True)
-        except TypeError:  # unhashable values: read one by one below
-            codes, uniques = None, ()
-        if codes is not None and len(uniques) * 2 < len(raw):
-            numbers = _numbers(pd.Series(uniques, dtype=object)).to_numpy()
-            return pd.Series(np.append(numbers, np.nan)[codes], index=raw.index)  # code -1 (missing) is NaN
-    return _numbers(raw)
+    return on_distinct(raw, _numbers)
 
 
 _FEW = 64  # below this, factorising costs more than it saves
