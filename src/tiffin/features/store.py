@@ -9,7 +9,7 @@ time as ISO text (local time of the spec's zone), as the prediction log has it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from tiffin.core.contract import Contract
 from tiffin.core.spec import DatasetSpec, duration
+from tiffin.features import inputs
 from tiffin.features.history import history_features
 from tiffin.storage import database
 from tiffin.storage.bulk import BulkConnection
@@ -68,40 +69,38 @@ class Materialized:
     rows: pd.DataFrame = field(repr=False)  # the window's feature rows, as the table now holds them
 
 
-def _window_rows(engine: Engine, contract: Contract, start: str | None, end: str | None,
-                 bulk: BulkConnection | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """Canonical rows of [start - lookback, end]: those whose values are known (valid and unlabeled alike: their
-    other columns are known), and, read through `bulk` (`materialize`), the points (every row the batch runner can
-    score: its inputs are valid, whatever its target)."""
-    spec = contract.spec
-    early = (pd.Timestamp(start) - lookback(spec)).strftime("%Y-%m-%d") if start else None
+def _early(spec: DatasetSpec, start: str | None) -> str | None:
+    """The first day the features of points from `start` read."""
+    return (pd.Timestamp(start) - lookback(spec)).strftime("%Y-%m-%d") if start else None
+
+
+def _validated(contract: Contract, chunks: Iterable[pd.DataFrame], with_points: bool
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Canonical rows whose values are known (valid and unlabeled alike: their other columns are known), and, if
+    asked, the points (every row the batch runner can score: its inputs are valid, whatever its target)."""
     known, points = [], []
-    chunks = _bulk_window(bulk, spec, early, end) if bulk else database.read_window(engine, spec, early, end)
     for chunk in chunks:
         result = contract.validate(chunk)
         known += [result.valid, result.unlabeled]
-        if bulk is None:
+        if not with_points:
             continue
         points += [result.valid, result.unlabeled]
         if len(refused := result.rejects["row"].unique()):  # what the serving contract (inputs only) takes of them
             points.append(contract.validate(chunk.iloc[refused], serving=True).valid)
-    return _joined(spec, known), _joined(spec, points)
+    return _joined(contract.spec, known), _joined(contract.spec, points)
 
 
-def _bulk_window(bulk: BulkConnection, spec: DatasetSpec, start: str | None, end: str | None,
-                 chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:  # fmt: skip
-    """`database.read_window` by the bulk path (Arrow; 1 M rows on SQLite: 1.5-1.8 s against 6.7-8.4 s), read
-    whole, then handed to the contract in chunks. For `materialize` only: ADBC carries its own SQLite, which must
-    not have a file open while this process's other connections to it are (`database.engine_for`); a server's
-    workers may have."""
-    rows = bulk.read_exact(database.window_query(bulk.engine, spec, start, end))
+def _in_chunks(rows: pd.DataFrame, chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
+    """Rows read whole by the bulk path (Arrow; 1 M rows on SQLite: 1.5-1.8 s against 6.7-8.4 s), handed to the
+    contract in chunks."""
     for first in range(0, len(rows), chunk_rows):
         yield rows.iloc[first : first + chunk_rows].reset_index(drop=True)
 
 
 def known_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
     """The canonical rows whose values history reads, from `start` - lookback to `end` (the API's grid)."""
-    return _window_rows(engine, Contract(spec), start, end)[0]
+    chunks = database.read_window(engine, spec, _early(spec, start), end)
+    return _validated(Contract(spec), chunks, with_points=False)[0]
 
 
 def _joined(spec: DatasetSpec, frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -149,28 +148,56 @@ def _changed(rows: pd.DataFrame, stored: pd.DataFrame, key: list[str], names: li
 
 def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None, *,
                 contract: Contract | None = None, reader: BulkConnection | None = None) -> Materialized:  # fmt: skip
-    """Write the history features of the window's rows; only those that are new or changed.
+    """Write the history features of the window's rows; only those that are new or changed. A window none of whose
+    days changed since its features were computed (`inputs`) is read from the table, not computed again.
 
     A caller materializing window after window may pass the spec's `contract` (its schemas built once) and a
     `reader` it keeps open where one may stay open (`BulkConnection.may_stay_open`: on PostgreSQL, where opening
-    one costs ~30 ms); without, each read opens its own."""
+    one costs ~30 ms); without, each read opens its own. Reads go by the bulk path (ADBC), which on SQLite carries
+    its own SQLite: it must not have the file open while this process's other connections to it are
+    (`database.engine_for`), so writes come after."""
     if spec.history is None:
         raise ValueError(f"the spec {spec.name} declares no history features: nothing to materialize")
     table = feature_table(engine, spec)
     contract = contract or Contract(spec)
+    days = inputs.digest_table(engine, spec) if inputs.tracked(spec) else None
     with BulkConnection.kept_or_new(engine, reader) as bulk:
-        rows = computed(spec, *_window_rows(engine, contract, start, end, bulk), start)
-    if rows.empty:
-        return Materialized(0, 0, 0, rows)
-    key, names = [*spec.series, EVENT_TIME], spec.history.names()
-    with BulkConnection.kept_or_new(engine, reader) as bulk:
+        early = _early(spec, start)
+        raw = bulk.read_exact(database.window_query(bulk.engine, spec, early, end))
+        if days is not None:
+            now = inputs.day_digests(contract, raw)
+            before = inputs.stored(bulk.read_exact(inputs.selection(days, early, end and end[:10])))
+            if inputs.unchanged(now, before):
+                rows = _stored_window(bulk, table, spec, start, end)
+                return Materialized(points=len(rows), written=0, unchanged=len(rows), rows=rows)
+        rows = computed(spec, *_validated(contract, _in_chunks(raw), with_points=True), start)
+        if rows.empty:
+            return Materialized(0, 0, 0, rows)
         stored = _stored(bulk, table, rows)
+    key, names = [*spec.series, EVENT_TIME], spec.history.names()
     write = rows[_changed(rows, stored, key, names)]
-    if len(write):
-        insert = database.upsert(engine, table, key)
+    record, forget = (inputs.changes(now, before, start, end, inputs.reach_days(lookback(spec)))
+                      if days is not None else (None, []))  # fmt: skip
+    if len(write) or forget or (record is not None and len(record)):
+        at = iso_now()
         with engine.begin() as connection:
-            connection.execute(insert, database.records(write.assign(computed_at=iso_now())))
+            if len(write):
+                insert = database.upsert(engine, table, key)
+                connection.execute(insert, database.records(write.assign(computed_at=at)))
+            if days is not None:
+                inputs.written(engine, connection, days, record, forget, at)
     return Materialized(points=len(rows), written=len(write), unchanged=len(rows) - len(write), rows=rows)
+
+
+def _stored_window(bulk: BulkConnection, table: sa.Table, spec: DatasetSpec, start: str | None,
+                   end: str | None) -> pd.DataFrame:  # fmt: skip
+    """The table's rows of the points in [start, end], as `computed` gives them (its columns, float features)."""
+    column = table.c[EVENT_TIME]
+    query = sa.select(table).where(*database.Window.parse(start, end).conditions(column, text_sep="T"))
+    found = bulk.read_exact(query.order_by(*[table.c[k] for k in spec.series], column)).drop(columns="computed_at")
+    names = spec.history.names()
+    found[names] = found[names].astype("float64")
+    return found.reset_index(drop=True)
 
 
 def read(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None) -> pd.DataFrame:
