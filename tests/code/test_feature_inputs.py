@@ -138,6 +138,26 @@ def test_a_write_that_computed_some_of_a_days_readers_does_not_vouch_for_the_oth
     engine.dispose()
 
 
+def test_feature_rows_deleted_or_broken_since_are_computed_again(db_url, history_spec, january, computing) -> None:
+    """The troubleshooting page's fix for a broken feature table: delete its rows, materialize their window."""
+    engine = database.engine_for(db_url)
+    database.seed(engine, history_spec, january)
+    store.materialize(engine, history_spec)
+    features = store.feature_table(engine, history_spec)
+    with engine.begin() as connection:
+        deleted = connection.execute(sa.delete(features).where(features.c.event_time.like("2011-01-20T1%")))
+        broken = connection.execute(sa.update(features).where(features.c.event_time.like("2011-01-22T0%"))
+                                    .values(cnt_lag_1h=-5.0))  # fmt: skip
+        touched = {"2011-01-20": deleted.rowcount, "2011-01-22": broken.rowcount}
+    for day, rows in touched.items():
+        done = store.materialize(engine, history_spec, day, day)
+        assert rows > 5 and done.written == rows
+        assert_same_features(store.read(engine, history_spec, day, f"{day}T23:59:59"),
+                             from_scratch(engine, history_spec, day, day), history_spec)  # fmt: skip
+    assert len(computing) == 3
+    engine.dispose()
+
+
 def test_a_day_is_recorded_only_when_every_point_reading_it_was_computed() -> None:
     days = pd.Index(["2011-01-09", "2011-01-10", "2011-01-11", "2011-01-20", "2011-01-21"])
     # points from the 10th to the 21st: a day reaching 7 days ahead is recorded if its readers all lie within

@@ -32,6 +32,7 @@ from tiffin.storage import database
 
 DAY = "day"
 DIGEST = "digest"
+POINTS = "points"
 _EXACT_FLOATS = 2.0**53  # integers below it are the same number as a float: 7 and 7.0 digest alike
 
 
@@ -42,12 +43,14 @@ def tracked(spec: DatasetSpec) -> bool:
 
 
 def digest_table(engine: Engine, spec: DatasetSpec) -> sa.Table:
-    """The table (created if missing): one row per day, the digest of its source rows."""
+    """The table (created if missing): one row per day, the digest of its source rows and how many points of the
+    day the feature table was given."""
     metadata = sa.MetaData()
     table = sa.Table(
         f"{spec.source.table}_history_days", metadata,
         sa.Column(DAY, sa.String(10), primary_key=True),
         sa.Column(DIGEST, sa.String(80), nullable=False),
+        sa.Column(POINTS, sa.Integer(), nullable=False),
         sa.Column("computed_at", sa.String(32), nullable=False),
     )  # fmt: skip
     database.create_tables(engine, metadata)
@@ -100,21 +103,31 @@ def _fingerprint(spec: DatasetSpec) -> str:
     return hashlib.sha1((_code_digest() + spec.model_dump_json()).encode()).hexdigest()[:16]
 
 
-def stored(read: pd.DataFrame) -> pd.Series:
-    """Rows of the digest table as a Series like `day_digests`'."""
-    return pd.Series(read[DIGEST].to_numpy(dtype=object), index=read[DAY].astype(str), dtype=object).sort_index()
+def stored(read: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the digest table, indexed by day (ISO text)."""
+    found = read.assign(**{DAY: read[DAY].astype(str)}).set_index(DAY).sort_index()
+    return found.astype({DIGEST: object, POINTS: "int64"})
 
 
 def selection(table: sa.Table, first_day: str | None, last_day: str | None) -> sa.Select:
     """The digests of the days in [first_day, last_day] (either open)."""
     day = table.c[DAY]
     conditions = [*([day >= first_day] if first_day else []), *([day <= last_day] if last_day else [])]
-    return sa.select(table.c[DAY], table.c[DIGEST]).where(*conditions)
+    return sa.select(table.c[DAY], table.c[DIGEST], table.c[POINTS]).where(*conditions)
 
 
-def unchanged(now: pd.Series, before: pd.Series) -> bool:
+def unchanged(now: pd.Series, before: pd.DataFrame) -> bool:
     """Whether the days read are the days recorded, each with the same rows."""
-    return bool(len(now)) and now.index.equals(before.index) and bool((now.to_numpy() == before.to_numpy()).all())
+    digests = before[DIGEST]
+    return bool(len(now)) and now.index.equals(digests.index) and bool((now.to_numpy() == digests.to_numpy()).all())
+
+
+def complete(days: pd.Series, before: pd.DataFrame, start: str | None) -> bool:
+    """Whether the feature table still holds, for each day of the window's points from `start` (`days`: one per
+    stored row), at least the points it was given for that day: none deleted since."""
+    wanted = before[before.index >= start[:10]] if start else before
+    held = days.value_counts().reindex(wanted.index, fill_value=0)
+    return bool((held.to_numpy() >= wanted[POINTS].to_numpy()).all())
 
 
 def recordable(days: pd.Index, start: str | None, end: str | None, reach: int) -> np.ndarray:
@@ -134,21 +147,24 @@ def recordable(days: pd.Index, start: str | None, end: str | None, reach: int) -
     return ok
 
 
-def changes(now: pd.Series, before: pd.Series, start: str | None, end: str | None,
-            reach: int) -> tuple[pd.Series, list[str]]:  # fmt: skip
-    """What a write of the window's points does to the digests: the days to record (day -> digest), and the days
-    to forget (read, digested before, not recordable now, and whose rows changed or went)."""
+def changes(now: pd.Series, before: pd.DataFrame, points: pd.Series, start: str | None, end: str | None,
+            reach: int) -> tuple[pd.DataFrame, list[str]]:  # fmt: skip
+    """What a write of the window's points (`points`: each one's day) does to the digests: the days to record
+    (digest and points, by day), and the days to forget (read, digested before, not recordable now, and whose rows
+    changed or went)."""
     record = now[recordable(now.index, start, end, reach)]
-    differs = before.index[before.to_numpy() != now.reindex(before.index).to_numpy()]
+    counts = points.value_counts().reindex(record.index, fill_value=0)
+    differs = before.index[before[DIGEST].to_numpy() != now.reindex(before.index).to_numpy()]
     forget = [day for day in differs if day not in record.index]
-    return record, forget
+    return pd.DataFrame({DIGEST: record, POINTS: counts}), forget
 
 
-def written(engine: Engine, connection: sa.Connection, table: sa.Table, record: pd.Series, forget: list[str],
+def written(engine: Engine, connection: sa.Connection, table: sa.Table, record: pd.DataFrame, forget: list[str],
             at: str) -> None:  # fmt: skip
     """Apply `changes` in the caller's transaction (the one that writes the features)."""
     if len(record):
-        rows = [{DAY: day, DIGEST: digest, "computed_at": at} for day, digest in record.items()]
+        rows = [{DAY: day, DIGEST: digest, POINTS: int(points), "computed_at": at}
+                for day, digest, points in record.itertuples()]  # fmt: skip
         connection.execute(database.upsert(engine, table, [DAY]), rows)
     for first in range(0, len(forget), 500):
         connection.execute(table.delete().where(table.c[DAY].in_(forget[first : first + 500])))

@@ -167,8 +167,7 @@ def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end
         if days is not None:
             now = inputs.day_digests(contract, raw)
             before = inputs.stored(bulk.read_exact(inputs.selection(days, early, end and end[:10])))
-            if inputs.unchanged(now, before):
-                rows = _stored_window(bulk, table, spec, start, end)
+            if inputs.unchanged(now, before) and (rows := _held(bulk, table, contract, start, end, before)) is not None:
                 return Materialized(points=len(rows), written=0, unchanged=len(rows), rows=rows)
         rows = computed(spec, *_validated(contract, _in_chunks(raw), with_points=True), start)
         if rows.empty:
@@ -176,8 +175,10 @@ def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end
         stored = _stored(bulk, table, rows)
     key, names = [*spec.series, EVENT_TIME], spec.history.names()
     write = rows[_changed(rows, stored, key, names)]
-    record, forget = (inputs.changes(now, before, start, end, inputs.reach_days(lookback(spec)))
-                      if days is not None else (None, []))  # fmt: skip
+    record, forget = None, []
+    if days is not None:
+        reach = inputs.reach_days(lookback(spec))
+        record, forget = inputs.changes(now, before, rows[EVENT_TIME].str[:10], start, end, reach)
     if len(write) or forget or (record is not None and len(record)):
         at = iso_now()
         with engine.begin() as connection:
@@ -187,6 +188,17 @@ def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end
             if days is not None:
                 inputs.written(engine, connection, days, record, forget, at)
     return Materialized(points=len(rows), written=len(write), unchanged=len(rows) - len(write), rows=rows)
+
+
+def _held(bulk: BulkConnection, table: sa.Table, contract: Contract, start: str | None, end: str | None,
+          before: pd.DataFrame) -> pd.DataFrame | None:  # fmt: skip
+    """The table's rows of the window's unchanged points, if it still holds them all and the contract finds nothing
+    wrong with them (else None: computed again, which rewrites rows deleted or broken since)."""
+    rows = _stored_window(bulk, table, contract.spec, start, end)
+    if rows.empty or not inputs.complete(rows[EVENT_TIME].str[:10], before, start):
+        return None
+    names = contract.spec.history.names()
+    return rows if contract.surely_valid(rows[names], contract.history_schema) else None
 
 
 def _stored_window(bulk: BulkConnection, table: sa.Table, spec: DatasetSpec, start: str | None,
