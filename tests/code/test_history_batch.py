@@ -259,12 +259,10 @@ def test_a_short_read_is_the_last(db_url, history_spec, offline, bike_raw) -> No
     engine.dispose()
 
 
-def test_by_default_a_slice_takes_no_read_beyond_its_planned_chunks(
-    db_url, history_spec, offline, bike_raw, monkeypatch
-) -> None:
-    """Issue 18: slices are planned a tenth under a whole number of chunks, days rounded down, so that each is read
-    in that many reads (before: planned at `SLICE_ROWS`, days rounded up; at 1 M rows most slices were a little
-    over a chunk, and their remainder's read walked the slice again: 64 reads for 40 slices)."""
+def test_a_planned_slice_is_read_in_one_query(db_url, history_spec, offline, bike_raw, monkeypatch) -> None:
+    """Issue 18: a slice planned to about `slice_rows` is read in one query and cut into chunks (before: a read a
+    chunk, each of which on SQLite walked the slice by the window column's index, ran the anti-join and sorted by
+    rowid again: 4.4 µs a row against 2.3-3.0 read whole); the chunks hold every unscored row once."""
     january = offline[offline["dteday"] < "2011-02-01"]
     pipeline = build_pipeline(history_spec, {"max_iter": 5}).fit(january, january[history_spec.target])
     engine = db.engine_for(db_url)
@@ -274,14 +272,18 @@ def test_by_default_a_slice_takes_no_read_beyond_its_planned_chunks(
     window = Window.parse("2011-01-10", None)
     parts, total = job.slices(window, "2011-01-10", None)
     rows = _rows_per_slice(job, window, parts)
-    assert len(parts) > 3 and sum(rows) == total
-    reads = []
+    assert len(parts) > 3 and sum(rows) == total and all(part.planned for part in parts)
+    reads, handed = [], []
     for part in parts:
         with BulkConnection(engine) as bulk:
             reads.append(0)
             bulk.read_exact = _counted(bulk.read_exact, reads)
-            assert sum(len(chunk) for chunk in job.chunks(bulk, window, part.within)) == rows[len(reads) - 1]
-    assert max(reads) == 3
+            chunks = list(job.chunks(bulk, window, part.within, whole=part.planned))
+        assert sum(len(chunk) for chunk in chunks) == rows[len(reads) - 1] and max(map(len, chunks)) <= 100
+        handed.append(pd.concat(chunks, ignore_index=True))
+    assert reads == [1] * len(parts)
+    keys = pd.concat(handed, ignore_index=True)[history_spec.key].astype(str)
+    assert not keys.duplicated().any() and len(keys) == total
     engine.dispose()
 
 

@@ -389,14 +389,23 @@ class BatchJob:
         keys = [self.source.c[k] for k in self.spec.key]
         return sa.select(*dict.fromkeys([*keys, *wanted, column])).where(*window.conditions(column), *within, ~already)
 
-    def chunks(self, bulk: BulkConnection, window: Window, within: tuple[sa.ColumnElement, ...] = ()
-               ) -> Iterator[pd.DataFrame]:  # fmt: skip
-        """Rows not yet scored by this model, `chunk_rows` at a time, by keyset pagination with the last position
-        as a bound value: in key order on PostgreSQL; in rowid order on SQLite, whose key columns may hold values
-        of any type (a rowid is always an integer, so no key value can stall or skip the pagination).
+    def chunks(self, bulk: BulkConnection, window: Window, within: tuple[sa.ColumnElement, ...] = (), *,
+               whole: bool = False) -> Iterator[pd.DataFrame]:  # fmt: skip
+        """Rows not yet scored by this model, `chunk_rows` at a time.
 
-        A read that comes back short is the last: one more, empty, read would on SQLite walk the slice again (its
-        rows are found by the window column's index, then sorted by rowid)."""
+        `whole`: a slice planned to hold about `slice_rows` (a few chunks, as many as its features, which are held
+        whole anyway) is read in one query in key order, then cut: on SQLite each paged read walked the slice's
+        rows by the window column's index again, ran the anti-join again and sorted them by rowid, 4.4 µs a row
+        against 2.3-3.0 read whole. Otherwise (a row-only model's window, a slice whose window values are no time)
+        by keyset pagination with the last position as a bound value: in key order on PostgreSQL; in rowid order
+        on SQLite, whose key columns may hold values of any type (a rowid is always an integer, so no key value
+        can stall or skip the pagination). A read that comes back short is the last: one more, empty, read would
+        on SQLite walk the slice again."""
+        if whole:
+            rows = bulk.read_exact(self._selection(window, within).order_by(*[self.source.c[k] for k in self.spec.key]))
+            for first in range(0, len(rows), self.chunk_rows):
+                yield rows.iloc[first : first + self.chunk_rows].reset_index(drop=True)
+            return
         sqlite = self.engine.dialect.name == "sqlite"
         position = ([sa.literal_column(f'"{self.source.name}".rowid', sa.Integer)] if sqlite
                     else [self.source.c[k] for k in self.spec.key])  # fmt: skip
@@ -511,7 +520,7 @@ class BatchJob:
                 if not i and window.start is None and window.end is None:
                     within = [sa.or_(*within, column.is_(None))]
             margin = (day - timedelta(days=1)).isoformat()
-            found.append(Slice(margin, after.isoformat() if after is not None else end, tuple(within)))
+            found.append(Slice(margin, after.isoformat() if after is not None else end, tuple(within), planned=True))
         return found, rows
 
     def _extent(self, window: Window) -> tuple[int, object, object]:
@@ -630,7 +639,8 @@ class BatchJob:
                       reader: BulkConnection) -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]:  # fmt: skip
         """Each slice's chunks with the slice's features; a slice's memory is given back once its rows are read."""
         for part, history in zip(parts, features, strict=True):
-            yield from ((chunk, history) for chunk in self.chunks(reader, window, part.within))
+            chunks = self.chunks(reader, window, part.within, whole=part.planned)
+            yield from ((chunk, history) for chunk in chunks)
             _trim_heap()
 
     def _score_chunks(self, chunks_of: Callable[[BulkConnection], Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]],
@@ -784,6 +794,7 @@ class Slice:
     start: str | None
     end: str | None
     within: tuple[sa.ColumnElement, ...] = ()
+    planned: bool = False  # cut at whole days to about `slice_rows`: read in one query (`BatchJob.chunks`)
 
 
 @dataclass(frozen=True)
