@@ -204,25 +204,33 @@ def _held(bulk: BulkConnection, table: sa.Table, contract: Contract, start: str 
 def _stored_window(bulk: BulkConnection, table: sa.Table, spec: DatasetSpec, start: str | None,
                    end: str | None) -> pd.DataFrame:  # fmt: skip
     """The table's rows of the points in [start, end], as `computed` gives them (its columns, float features)."""
+    return _as_features(spec, bulk.read_exact(_window_select(table, spec, start, end))).reset_index(drop=True)
+
+
+def _window_select(table: sa.Table, spec: DatasetSpec, start: str | None, end: str | None) -> sa.Select:
+    """The table's rows whose event time lies in [start, end] (a date end takes in the whole day), by series and
+    time."""
     column = table.c[EVENT_TIME]
     query = sa.select(table).where(*database.Window.parse(start, end).conditions(column, text_sep="T"))
-    found = bulk.read_exact(query.order_by(*[table.c[k] for k in spec.series], column)).drop(columns="computed_at")
+    return query.order_by(*[table.c[k] for k in spec.series], column)
+
+
+def _as_features(spec: DatasetSpec, found: pd.DataFrame) -> pd.DataFrame:
+    """Rows read from the table: key and features, the features as float64."""
+    found = found.drop(columns="computed_at")
     names = spec.history.names()
     found[names] = found[names].astype("float64")
-    return found.reset_index(drop=True)
+    return found
 
 
 def read(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None) -> pd.DataFrame:
     """Materialized feature rows whose event time lies in the window [start, end] (ISO text; a date end takes in
     the whole day), ordered by series and time."""
     table = feature_table(engine, spec)
-    column = table.c[EVENT_TIME]
-    query = sa.select(table).where(*database.Window.parse(start, end).conditions(column, text_sep="T"))
     with engine.connect() as connection:
-        rows = connection.execute(query.order_by(*[table.c[k] for k in spec.series], column)).all()
-    found = pd.DataFrame(rows, columns=[c.name for c in table.columns]).drop(columns="computed_at")
+        rows = connection.execute(_window_select(table, spec, start, end)).all()
+    found = _as_features(spec, pd.DataFrame(rows, columns=[c.name for c in table.columns]))
     names = spec.history.names()
-    found[names] = found[names].astype("float64")
     try:  # the contract over the features: a table written by something else, or by a bug, is not scored with
         Contract(spec).history_schema.validate(found[names], lazy=True)
     except SchemaErrors as broken:

@@ -75,8 +75,9 @@ CHUNK_ROWS = 25_000
 # window at once: 2.8 x.
 SLICE_ROWS = 25_000
 # Slices are planned a tenth under a whole number of chunks (`default_slice_rows`): cut at whole days from the average
-# rows a day, one a little over left a remainder whose read walked the slice again (1 M rows on SQLite: 45 reads
-# instead of 64, 4-7 % faster, A/B 2026-12-07). Days far above the average still spill into one more read.
+# rows a day, one a little over a chunk left a small remainder chunk, with a scoring round trip and a write
+# transaction of its own (when slices were read a chunk at a time, also a read that walked the slice again: 45 reads
+# instead of 64 at 1 M rows on SQLite, 4-7 % faster, A/B 2026-12-07). Days far above the average still spill over.
 SLICE_SHARE_OF_CHUNK = 0.9
 
 
