@@ -380,38 +380,40 @@ class BatchJob:
                 )
             ).scalar_one_or_none()
 
-    def _selection(self, window: Window, within: tuple[sa.ColumnElement, ...] = ()) -> sa.Select:
+    def _columns(self) -> list[sa.Column]:
+        """What a chunk holds of each row: its key, the model's inputs and the window column."""
         column = self.source.c[self.spec.source.window_column]
+        wanted = [self.source.c[n] for n in self.spec.input_columns if n in self.source.c]
+        keys = [self.source.c[k] for k in self.spec.key]
+        return list(dict.fromkeys([*keys, *wanted, column]))
+
+    def _unscored(self, window: Window, part: Slice | None = None) -> list[sa.ColumnElement]:
+        """The conditions of the rows to score: in the window (and in the slice `part`), not scored by this model."""
         predictions = self.tables.predictions
         already = sa.exists().where(
             *[predictions.c[k] == self.source.c[k] for k in self.spec.key], predictions.c.model == self.tag
         )
-        wanted = [self.source.c[n] for n in self.spec.input_columns if n in self.source.c]
-        keys = [self.source.c[k] for k in self.spec.key]
-        return sa.select(*dict.fromkeys([*keys, *wanted, column])).where(*window.conditions(column), *within, ~already)
+        column = self.source.c[self.spec.source.window_column]
+        within = [] if part is None else [column.is_(None)] if part.undated else part.rows.conditions(column)
+        return [*window.conditions(column), *within, ~already]
 
-    def chunks(self, bulk: BulkConnection, window: Window, within: tuple[sa.ColumnElement, ...] = (), *,
-               whole: bool = False) -> Iterator[pd.DataFrame]:  # fmt: skip
-        """Rows not yet scored by this model, `chunk_rows` at a time.
+    def _selection(self, window: Window, part: Slice | None = None) -> sa.Select:
+        return sa.select(*self._columns()).where(*self._unscored(window, part))
 
-        `whole`: a slice planned to hold about `slice_rows` (a few chunks, as many as its features, which are held
-        whole anyway) is read in one query in key order, then cut: on SQLite each paged read walked the slice's
-        rows by the window column's index again, ran the anti-join again and sorted them by rowid, 4.4 µs a row
-        against 2.3-3.0 read whole. Otherwise (a row-only model's window, a slice whose window values are no time)
-        by keyset pagination with the last position as a bound value: in key order on PostgreSQL; in rowid order
+    def chunks(self, bulk: BulkConnection, window: Window, part: Slice | None = None) -> Iterator[pd.DataFrame]:
+        """Rows of the window (and of the slice `part`) not yet scored by this model, `chunk_rows` at a time, where
+        no materializing read hands them over (`slice_features`): a row-only model's window, a slice of window
+        values that are no time, the rows with none.
+
+        By keyset pagination with the last position as a bound value: in key order on PostgreSQL; in rowid order
         on SQLite, whose key columns may hold values of any type (a rowid is always an integer, so no key value
         can stall or skip the pagination). A read that comes back short is the last: one more, empty, read would
         on SQLite walk the slice again."""
-        if whole:
-            rows = bulk.read_exact(self._selection(window, within).order_by(*[self.source.c[k] for k in self.spec.key]))
-            for first in range(0, len(rows), self.chunk_rows):
-                yield rows.iloc[first : first + self.chunk_rows].reset_index(drop=True)
-            return
         sqlite = self.engine.dialect.name == "sqlite"
         position = ([sa.literal_column(f'"{self.source.name}".rowid', sa.Integer)] if sqlite
                     else [self.source.c[k] for k in self.spec.key])  # fmt: skip
         labels = ["_position"] if sqlite else self.spec.key
-        selection = self._selection(window, within).order_by(*position).limit(self.chunk_rows)
+        selection = self._selection(window, part).order_by(*position).limit(self.chunk_rows)
         if sqlite:
             selection = selection.add_columns(position[0].label("_position"))
         last = None
@@ -497,12 +499,13 @@ class BatchJob:
         slice, so that its re-run costs one query.
 
         Slices cut the window column at whole days, from the first unscored day: together they hold every row of
-        the window exactly once (a row with no window value is in the first, when the window is open both ways).
-        A slice's features are materialized over its days and one more each side (event times in another zone
-        than the window column's), not over the window: a run after an hour of new rows computes that day's."""
+        the window exactly once (rows with no window value, when the window is open both ways, in one slice of their
+        own, last). A slice's features are materialized over its days and one more each side (event times in
+        another zone than the window column's), not over the window: a run after an hour of new rows computes that
+        day's."""
         if self.spec.history is None:
             return [Slice(start, end)], None
-        rows, first, last = self._extent(window)
+        rows, undated, first, last = self._extent(window)
         lower, upper = _day(first), _day(last)
         if not rows:
             return [], 0
@@ -511,37 +514,40 @@ class BatchJob:
         days = (upper - lower).days + 1
         step = max(1, days * self.slice_rows // rows)  # days rounded down: on average a slice stays under `slice_rows`
         cuts = [lower + timedelta(days=d) for d in range(step, days, step)]
-        column = self.source.c[self.spec.source.window_column]
         found = []
         for i, day in enumerate([lower, *cuts]):
             after = cuts[i] if i < len(cuts) else None
-            within = Window(start=_midnight(day)).conditions(column) if i else []
-            if after is not None:
-                within += Window(end=_midnight(after - timedelta(days=1)), end_is_day=True).conditions(column)
-                if not i and window.start is None and window.end is None:
-                    within = [sa.or_(*within, column.is_(None))]
+            held = Window(start=_midnight(day) if i else None,
+                          end=_midnight(after - timedelta(days=1)) if after else None, end_is_day=True)  # fmt: skip
             margin = (day - timedelta(days=1)).isoformat()
-            found.append(Slice(margin, after.isoformat() if after is not None else end, tuple(within), planned=True))
+            found.append(Slice(margin, after.isoformat() if after is not None else end, held, planned=True))
+        if undated:  # counted only in a window open both ways: a bound leaves out a null window value
+            found.append(Slice(None, None, undated=True))
         return found, rows
 
-    def _extent(self, window: Window) -> tuple[int, object, object]:
-        """How many rows of the window this model has not scored, and their first and last window values (one
-        pass over the window: the slices' plan, or a progress bar's total)."""
+    def _extent(self, window: Window) -> tuple[int, int, object, object]:
+        """How many rows of the window this model has not scored, how many of them have no window value, and the
+        first and last window values (one pass over the window: the slices' plan, or a progress bar's total)."""
         unscored = self._selection(window).subquery()
         column = unscored.c[self.spec.source.window_column]
         with self.engine.connect() as connection:
-            rows, first, last = connection.execute(
-                sa.select(sa.func.count(), sa.func.min(column), sa.func.max(column))
+            rows, valued, first, last = connection.execute(
+                sa.select(sa.func.count(), sa.func.count(column), sa.func.min(column), sa.func.max(column))
             ).one()
-        return rows, first, last
+        return rows, rows - valued, first, last
 
-    def slice_features(self, part: Slice) -> SliceFeatures:
+    def slice_features(self, window: Window, part: Slice) -> SliceFeatures:
         """For a spec with history features: materialize the slice's (writing new or changed points only); they
-        come by key, what its chunks are scored with. In the batch process on SQLite, only while its bulk
-        connections are closed (ADBC's SQLite and Python's must not have the file open at once in one process)."""
+        come by key, what its chunks are scored with. A planned slice's rows to score come from the same read.
+        Rows with no window value have no time, so no features. In the batch process on SQLite, only while its
+        bulk connections are closed (ADBC's SQLite and Python's must not have the file open at once in one
+        process)."""
+        if part.undated:
+            return SliceFeatures(0, 0, store.by_key(self.spec, store.no_rows(self.spec)), None)
+        pick = store.Pick(self.source, sa.and_(*self._unscored(window, part)), [c.name for c in self._columns()])
         done = store.materialize(self.engine, self.spec, part.start, part.end, contract=self.scoring.contract,
-                                 reader=self._feature_reader())  # fmt: skip
-        return SliceFeatures(done.points, done.written, store.by_key(self.spec, done.rows))
+                                 reader=self._feature_reader(), pick=pick if part.planned else None)  # fmt: skip
+        return SliceFeatures(done.points, done.written, store.by_key(self.spec, done.rows), done.picked)
 
     def _feature_reader(self) -> BulkConnection | None:
         """The connection this process reads the slices it materializes through: opened at its first slice and kept
@@ -596,29 +602,32 @@ class BatchJob:
         self.engine.dispose()  # the pool's connections closed here, so that no process inherits them
         return ScoringProcesses(self, self.processes)
 
-    def _slice_features(self, parts: list[Slice], processes: ScoringProcesses | None
-                        ) -> Iterator[pd.DataFrame | None]:  # fmt: skip
-        """Each slice's history features by key (None without history), in turn: materialized here when it is asked
+    def _slice_features(self, window: Window, parts: list[Slice], processes: ScoringProcesses | None
+                        ) -> Iterator[SliceFeatures | None]:  # fmt: skip
+        """Each slice's history features (None without history), in turn: materialized here when they are asked
         for, or ahead in a scoring process (`_features_ahead`)."""
         if self.spec.history is None:
             yield from (None for _ in parts)
             return
-        found = self._features_ahead(parts, processes) if processes else map(self.slice_features, parts)
+        found = (self._features_ahead(window, parts, processes) if processes
+                 else (self.slice_features(window, part) for part in parts))  # fmt: skip
         for part, features in zip(parts, found, strict=True):
-            log.info("%s: %d points, %d written (%s .. %s)", store.table_name(self.spec), features.points,
-                     features.written, part.start or "(first)", part.end or "(last)")  # fmt: skip
-            yield features.by_key
+            if not part.undated:
+                log.info("%s: %d points, %d written (%s .. %s)", store.table_name(self.spec), features.points,
+                         features.written, part.start or "(first)", part.end or "(last)")  # fmt: skip
+            yield features
 
-    def _features_ahead(self, parts: list[Slice], processes: ScoringProcesses) -> Iterator[SliceFeatures]:
+    def _features_ahead(self, window: Window, parts: list[Slice], processes: ScoringProcesses
+                        ) -> Iterator[SliceFeatures]:  # fmt: skip
         """Each slice's features materialized in a scoring process, the next slice's while this one's chunks are
         scored: materializing is about half of the scoring work, and in the batch process it would wait between
         slices. There, each process's copy of SQLite is its own (`database.engine_for`), and the batch process holds
         nothing but its bulk connections."""
-        upcoming = processes.submit(_materialized, parts[0].start, parts[0].end)
+        upcoming = processes.submit(_materialized, window, parts[0])
         for following in [*parts[1:], None]:
             features = upcoming.result()
             if following is not None:
-                upcoming = processes.submit(_materialized, following.start, following.end)
+                upcoming = processes.submit(_materialized, window, following)
             yield features
 
     def _score_slices(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
@@ -628,7 +637,7 @@ class BatchJob:
         materializes (scoring processes do) or may while its bulk connections are open (PostgreSQL: each slice is
         then materialized on the reading thread, as the pipeline asks for its chunks); on SQLite without scoring
         processes, a pipeline a slice, each slice materialized here while none is open."""
-        features = self._slice_features(parts, processes)
+        features = self._slice_features(window, parts, processes)
         if processes is not None or BulkConnection.may_stay_open(self.engine):
             self._score_chunks(partial(self._slice_chunks, window, parts, features), summary, progress, processes)
             return
@@ -636,12 +645,19 @@ class BatchJob:
             chunks = partial(self._slice_chunks, window, [part], iter([history]))
             self._score_chunks(chunks, summary, progress, None)
 
-    def _slice_chunks(self, window: Window, parts: list[Slice], features: Iterator[pd.DataFrame | None],
+    def _slice_chunks(self, window: Window, parts: list[Slice], features: Iterator[SliceFeatures | None],
                       reader: BulkConnection) -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]:  # fmt: skip
-        """Each slice's chunks with the slice's features; a slice's memory is given back once its rows are read."""
-        for part, history in zip(parts, features, strict=True):
-            chunks = self.chunks(reader, window, part.within, whole=part.planned)
+        """Each slice's chunks with the slice's features: cut from the rows its materializing read handed over, or
+        read here; a slice's memory is given back once its chunks are handed on."""
+        for part, found in zip(parts, features, strict=True):
+            history = None if found is None else found.by_key
+            if found is not None and found.rows is not None:
+                chunks = (found.rows.iloc[first : first + self.chunk_rows].reset_index(drop=True)
+                          for first in range(0, len(found.rows), self.chunk_rows))  # fmt: skip
+            else:
+                chunks = self.chunks(reader, window, part)
             yield from ((chunk, history) for chunk in chunks)
+            del found
             _trim_heap()
 
     def _score_chunks(self, chunks_of: Callable[[BulkConnection], Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]],
@@ -777,11 +793,11 @@ def _scored(job: BatchJob, chunk: pd.DataFrame, history: pd.DataFrame | None) ->
     return score_rows(job.scoring, chunk, history)
 
 
-def _materialized(job: BatchJob, start: str | None, end: str | None) -> SliceFeatures:
-    """A slice's features materialized in a scoring process, on connections of its own (its engine's pool was
-    emptied before the fork); the memory it took is given back before its next task."""
+def _materialized(job: BatchJob, window: Window, part: Slice) -> SliceFeatures:
+    """A slice's features (and rows) materialized in a scoring process, on connections of its own (its engine's pool
+    was emptied before the fork); the memory it took is given back before its next task."""
     try:
-        return job.slice_features(Slice(start, end))
+        return job.slice_features(window, part)
     finally:
         job.engine.dispose()
         _trim_heap()
@@ -790,22 +806,26 @@ def _materialized(job: BatchJob, start: str | None, end: str | None) -> SliceFea
 @dataclass(frozen=True)
 class Slice:
     """A part of the window scored with its own features: `start`..`end` (ISO, `end` inclusive) is what is
-    materialized for it, `within` the SQL conditions that select its rows (beside the window's own)."""
+    materialized for it, `rows` which of the window's rows it holds, by their window value. Plain values: it crosses
+    to the scoring process that materializes it."""
 
     start: str | None
     end: str | None
-    within: tuple[sa.ColumnElement, ...] = ()
-    planned: bool = False  # cut at whole days to about `slice_rows`: read in one query (`BatchJob.chunks`)
+    rows: Window = field(default_factory=Window)
+    # Cut at whole days to about `slice_rows`: its rows come from the read that materializes its features.
+    planned: bool = False
+    undated: bool = False  # the rows with no window value instead (no time: no features)
 
 
 @dataclass(frozen=True)
 class SliceFeatures:
     """A slice's history features, materialized: how many points, how many written (new or changed), and the rows
-    by key."""
+    by key; for a planned slice, its rows to score too, from the same read."""
 
     points: int
     written: int
     by_key: pd.DataFrame
+    rows: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)

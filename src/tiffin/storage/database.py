@@ -356,9 +356,11 @@ def window_bounds(start: str, end: str) -> tuple[datetime, datetime]:
     return window.start, window.upper_exclusive()
 
 
-def window_query(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None) -> sa.Select:
-    """The source rows whose window column lies in [start, end], ordered by key."""
-    table = source_table(engine, spec)
+def window_query(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None, *,
+                 table: sa.Table | None = None) -> sa.Select:  # fmt: skip
+    """The source rows whose window column lies in [start, end], ordered by key (from `table`, the source table as a
+    caller reflected it; by default reflected here)."""
+    table = source_table(engine, spec) if table is None else table
     conditions = Window.parse(start, end).conditions(table.c[spec.source.window_column])
     return sa.select(table).where(*conditions).order_by(*[table.c[k] for k in spec.key])
 
