@@ -136,14 +136,15 @@ def test_the_next_slice_is_materialized_in_a_scoring_process_while_this_one_is_s
 ) -> None:
     """Issue 18: with scoring processes, each slice's features are materialized in one of them, and the next
     slice's while this one's chunks are scored (before: in the batch process, between slices, the other core
-    idle: a third of a history run); one pipeline runs across the slices."""
+    idle: a third of a history run); the slice is scored where it was materialized, and the batch process only
+    writes, through one connection for the run."""
     january = offline[offline["dteday"] < "2011-02-01"]
     pipeline = build_pipeline(history_spec, {"max_iter": 20}).fit(january, january[history_spec.target])
     engine = db.engine_for(db_url)
     db.seed(engine, history_spec, bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")])
     record = tmp_path / "record.jsonl"
-    monkeypatch.setattr(store, "materialize", _timed(record, lambda _e, _s, start, _end, **_: {"start": start},
-                                                    store.materialize))  # fmt: skip
+    bounds = lambda _e, _s, start, end, **_: {"start": start, "end": end}  # noqa: E731
+    monkeypatch.setattr(store, "materialize", _timed(record, bounds, store.materialize))
     monkeypatch.setattr(batch, "score_rows", _timed(record, lambda _s, chunk, _h: {"last": chunk["dteday"].max()},
                                                    batch.score_rows))  # fmt: skip
     opened = _opened_in_batch(monkeypatch)
@@ -163,10 +164,63 @@ def test_the_next_slice_is_materialized_in_a_scoring_process_while_this_one_is_s
         for slice in materialized.iloc[1:].itertuples()
     ]
     assert sum(overlap.any() for overlap in overlapping) >= 1
-    # One pipeline from the first slice to the last: one reader and one writer for the run (before: a pair a slice,
-    # the pipeline drained at each slice's end).
-    assert opened == [os.getpid()] * 2
+    # Each slice is scored in the process that materialized it (before: its rows and features crossed to the batch
+    # process, its chunks back); the batch process reads nothing and writes through one connection for the run.
+    for chunk in scored.itertuples():  # a slice holds the days after its margin day, up to its end (exclusive)
+        owner = (materialized["start"] < chunk.last) & (materialized["end"].isna() | (chunk.last < materialized["end"]))
+        assert materialized.loc[owner, "pid"].tolist() == [chunk.pid]
+    assert opened == [os.getpid()]
     engine.dispose()
+
+
+def test_slices_scored_in_scoring_processes_write_what_one_process_writes(db_url, history_spec, offline, bike_raw):
+    """Issue 18: a history model's slices, each scored whole in the scoring process that materialized it, write the
+    predictions, the challenger's, the rejects and the counters one process writes; a rejected row fixed since is
+    taken up again (its old problem deleted by the batch process, from the keys the scoring process sent), a row
+    still broken is skipped."""
+    january = offline[offline["dteday"] < "2011-02-01"]
+    pipeline = build_pipeline(history_spec, {"max_iter": 5}).fit(january, january[history_spec.target])
+    challenger = build_pipeline(history_spec, {"max_iter": 3}).fit(january, january[history_spec.target])
+    raw = bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")].astype(object).reset_index(drop=True)
+    raw.loc[100, "hr"], raw.loc[700, "temp"] = 77, "warm"
+    engine = db.engine_for(db_url)
+    db.seed(engine, history_spec, raw)
+    runs = {}
+    for name, processes in (("one", 1), ("two", 2)):
+        job = BatchJob(engine, Scorer(pipeline, history_spec), f"{name}:1", chunk_rows=40, slice_rows=100,
+                       processes=processes, shadow=(f"{name}-shadow:1", Scorer(challenger, history_spec)))  # fmt: skip
+        runs[name] = job.run()
+    assert (runs["one"].rows_read, runs["one"].rows_rejected) == (len(raw), 2)
+    _assert_same_outputs(engine, runs)
+    fixed = raw.loc[700, ["dteday", "hr"]]
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE rentals SET temp = '0.3' WHERE dteday = :d AND hr = :h"),
+                           {"d": fixed["dteday"], "h": str(fixed["hr"])})  # fmt: skip
+    for name, processes in (("one", 1), ("two", 2)):
+        job = BatchJob(engine, Scorer(pipeline, history_spec), f"{name}:1", chunk_rows=40, slice_rows=100,
+                       processes=processes)  # fmt: skip
+        runs[name] = job.run()
+        assert (runs[name].status, runs[name].rows_read, runs[name].rows_skipped) == (SUCCESS, 1, 1)
+    _assert_same_outputs(engine, runs)
+    with engine.connect() as connection:
+        rules = connection.execute(sa.text("SELECT rule FROM prediction_rejects WHERE model = 'two:1'")).scalars()
+        assert list(rules) == ["in_range(0, 23)"]
+    engine.dispose()
+
+
+def _assert_same_outputs(engine, runs: dict) -> None:
+    one, two = runs["one"], runs["two"]
+    assert (one.status, one.rows_read, one.rows_scored, one.rows_rejected, one.rows_skipped, one.window_end) == (
+        two.status, two.rows_read, two.rows_scored, two.rows_rejected, two.rows_skipped, two.window_end)  # fmt: skip
+    with engine.connect() as connection:
+        for table, columns in (("predictions", "dteday, hr, event_time, prediction, role"),
+                               ("prediction_rejects", "dteday, hr, field, value, rule, row_hash")):  # fmt: skip
+            found = {}
+            for name in ("one", "two"):
+                query = f"SELECT model, {columns} FROM {table} WHERE model LIKE :m ORDER BY model, {columns}"
+                rows = pd.DataFrame(connection.execute(sa.text(query), {"m": f"{name}%"}).mappings().all())
+                found[name] = rows.assign(model=rows["model"].str.replace(name, "", n=1)) if len(rows) else rows
+            pd.testing.assert_frame_equal(found["one"], found["two"])
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -440,11 +440,12 @@ class BatchJob:
             skipped = int(unchanged.sum())
             chunk, keys = chunk[~unchanged].reset_index(drop=True), keys[~unchanged].reset_index(drop=True)
         # Rows rejected before that changed since: their old problems go, whatever becomes of them now.
-        taken_up = chunk.loc[keys.isin(self.rejected).to_numpy()] if keys is not None else chunk.iloc[:0]
-        return TakenUp(chunk, skipped, self._forget(taken_up))
+        again = chunk.loc[keys.isin(self.rejected).to_numpy()] if keys is not None else chunk.iloc[:0]
+        return TakenUp(chunk, skipped, again[self.spec.key].reset_index(drop=True))
 
-    def chunk_write(self, taken: TakenUp, scored: RowsScored, run_id: str, now: object) -> ChunkWrite:
+    def chunk_write(self, done: ChunkScored, run_id: str, now: object) -> ChunkWrite:
         """Everything one chunk writes, in one transaction."""
+        scored = done.scored
         same = {"run_id": run_id, "model": self.tag}
         logged = self.log_predictions
         writes = [
@@ -456,8 +457,8 @@ class BatchJob:
             writes.append((self.tables.predictions, _arrow(scored.predictions.assign(prediction=scored.shadowed)),
                            {**same, "model": self.shadow[0], "scored_at": now,
                             "role": predlog.CHALLENGER if logged else None}))  # fmt: skip
-        return ChunkWrite(writes, taken.forget, len(taken.chunk), len(scored.predictions), scored.rejected_rows,
-                          taken.skipped, scored.latest)  # fmt: skip
+        return ChunkWrite(writes, self._forget(done.again), done.rows, len(scored.predictions), scored.rejected_rows,
+                          done.skipped, scored.latest)  # fmt: skip
 
     def _unchanged_rejects(self, chunk: pd.DataFrame, keys: pd.Series) -> np.ndarray:
         """Rows this model rejected before whose source row is still the same."""
@@ -602,48 +603,87 @@ class BatchJob:
         self.engine.dispose()  # the pool's connections closed here, so that no process inherits them
         return ScoringProcesses(self, self.processes)
 
-    def _slice_features(self, window: Window, parts: list[Slice], processes: ScoringProcesses | None
-                        ) -> Iterator[SliceFeatures | None]:  # fmt: skip
-        """Each slice's history features (None without history), in turn: materialized here when they are asked
-        for, or ahead in a scoring process (`_features_ahead`)."""
-        if self.spec.history is None:
-            yield from (None for _ in parts)
-            return
-        found = (self._features_ahead(window, parts, processes) if processes
-                 else (self.slice_features(window, part) for part in parts))  # fmt: skip
-        for part, features in zip(parts, found, strict=True):
-            if not part.undated:
-                log.info("%s: %d points, %d written (%s .. %s)", store.table_name(self.spec), features.points,
-                         features.written, part.start or "(first)", part.end or "(last)")  # fmt: skip
-            yield features
+    def _slice_features(self, window: Window, parts: list[Slice]) -> Iterator[SliceFeatures | None]:
+        """Each slice's history features (None without history), materialized here, in turn, when asked for."""
+        for part in parts:
+            if self.spec.history is None:
+                yield None
+                continue
+            found = self.slice_features(window, part)
+            self._log_materialized(part, found.points, found.written)
+            yield found
 
-    def _features_ahead(self, window: Window, parts: list[Slice], processes: ScoringProcesses
-                        ) -> Iterator[SliceFeatures]:  # fmt: skip
-        """Each slice's features materialized in a scoring process, the next slice's while this one's chunks are
-        scored: materializing is about half of the scoring work, and in the batch process it would wait between
-        slices. There, each process's copy of SQLite is its own (`database.engine_for`), and the batch process holds
-        nothing but its bulk connections."""
-        upcoming = processes.submit(_materialized, window, parts[0])
-        for following in [*parts[1:], None]:
-            features = upcoming.result()
-            if following is not None:
-                upcoming = processes.submit(_materialized, window, following)
-            yield features
+    def _log_materialized(self, part: Slice, points: int, written: int) -> None:
+        if not part.undated:
+            log.info("%s: %d points, %d written (%s .. %s)", store.table_name(self.spec), points, written,
+                     part.start or "(first)", part.end or "(last)")  # fmt: skip
+
+    def score_slice(self, window: Window, part: Slice) -> SliceScored:
+        """A history model's slice materialized, taken up and scored chunk by chunk in one process (a scoring
+        process): its rows and features stay where they are read, and only what each chunk's write needs crosses
+        back to the batch process."""
+        found = self.slice_features(window, part)
+        done = []
+        with contextlib.ExitStack() as reading:
+            if found.rows is not None:
+                chunks = self._cut(found.rows)
+            else:  # where the materializing read handed over no rows: read here, after it (SQLite: one copy open)
+                reader = reading.enter_context(BulkConnection.kept_or_new(self.engine, self._feature_reader()))
+                chunks = self.chunks(reader, window, part)
+            for chunk in chunks:
+                taken = self.take_up(chunk)
+                done.append(taken.scored(score_rows(self.scoring, taken.chunk, found.by_key)))
+        return SliceScored(found.points, found.written, done)
+
+    def _cut(self, rows: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        for first in range(0, len(rows), self.chunk_rows):
+            yield rows.iloc[first : first + self.chunk_rows].reset_index(drop=True)
 
     def _score_slices(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
                       processes: ScoringProcesses | None) -> None:  # fmt: skip
-        """The slices' chunks, read, scored and written, through one pipeline from the first slice to the last (its
-        bulk connections open throughout, never drained at a slice's end) where the batch process never
-        materializes (scoring processes do) or may while its bulk connections are open (PostgreSQL: each slice is
-        then materialized on the reading thread, as the pipeline asks for its chunks); on SQLite without scoring
-        processes, a pipeline a slice, each slice materialized here while none is open."""
-        features = self._slice_features(window, parts, processes)
+        """With scoring processes, a history model's slices are each scored whole in one of them
+        (`_score_slices_apart`); otherwise the slices' chunks are read, scored and written through one pipeline from
+        the first slice to the last (its bulk connections open throughout, never drained at a slice's end) where the
+        batch process never materializes (a row-only model) or may while its bulk connections are open (PostgreSQL:
+        each slice is then materialized on the reading thread, as the pipeline asks for its chunks); on SQLite
+        without scoring processes, a pipeline a slice, each slice materialized here while none is open."""
+        if processes is not None and self.spec.history is not None:
+            self._score_slices_apart(window, parts, summary, progress, processes)
+            return
+        features = self._slice_features(window, parts)
         if processes is not None or BulkConnection.may_stay_open(self.engine):
             self._score_chunks(partial(self._slice_chunks, window, parts, features), summary, progress, processes)
             return
-        for part, history in zip(parts, features, strict=True):
-            chunks = partial(self._slice_chunks, window, [part], iter([history]))
+        for part, found in zip(parts, features, strict=True):
+            chunks = partial(self._slice_chunks, window, [part], iter([found]))
             self._score_chunks(chunks, summary, progress, None)
+
+    def _score_slices_apart(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
+                            processes: ScoringProcesses) -> None:  # fmt: skip
+        """Each slice scored whole in a scoring process (`score_slice`), one more slice under way than there are
+        processes, and its chunks written here in order, each in its own transaction on the I/O thread. Before,
+        a slice's rows and features crossed from the process that materialized them to this one, and its chunks
+        back to be scored: pickling them was a tenth of a run's work. Each process's copy of SQLite is its own
+        (`database.engine_for`), and this process holds nothing but its writer."""
+        writer = BulkConnection(self.engine)
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-io") as io:
+                under_way: deque[tuple[Slice, Future]] = deque()
+                writing = None
+                for part in [*parts, None]:
+                    if part is not None:
+                        under_way.append((part, processes.submit(_slice_scored, window, part)))
+                    while under_way and (part is None or len(under_way) > self.processes):
+                        done_part, scoring = under_way.popleft()
+                        done = scoring.result()
+                        self._log_materialized(done_part, done.points, done.written)
+                        for chunk in done.chunks:
+                            writing = self._write_in_turn(io, writing, writer, chunk, summary, progress)
+                if writing is not None:
+                    writing.result()
+        finally:
+            writer.close()
+            _trim_heap()
 
     def _slice_chunks(self, window: Window, parts: list[Slice], features: Iterator[SliceFeatures | None],
                       reader: BulkConnection) -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]:  # fmt: skip
@@ -652,8 +692,7 @@ class BatchJob:
         for part, found in zip(parts, features, strict=True):
             history = None if found is None else found.by_key
             if found is not None and found.rows is not None:
-                chunks = (found.rows.iloc[first : first + self.chunk_rows].reset_index(drop=True)
-                          for first in range(0, len(found.rows), self.chunk_rows))  # fmt: skip
+                chunks = self._cut(found.rows)
             else:
                 chunks = self.chunks(reader, window, part)
             yield from ((chunk, history) for chunk in chunks)
@@ -688,9 +727,11 @@ class BatchJob:
                 upcoming = io.submit(next, chunks, None)
                 scoring.append(self._score_soon(*read, processes))
                 while len(scoring) >= depth:
-                    writing = self._write_in_turn(io, writing, writer, *scoring.popleft(), summary, progress)
+                    taken, scored = scoring.popleft()
+                    writing = self._write_in_turn(io, writing, writer, taken.scored(scored.result()), summary, progress)
             while scoring:
-                writing = self._write_in_turn(io, writing, writer, *scoring.popleft(), summary, progress)
+                taken, scored = scoring.popleft()
+                writing = self._write_in_turn(io, writing, writer, taken.scored(scored.result()), summary, progress)
             if writing is not None:
                 writing.result()
 
@@ -704,11 +745,11 @@ class BatchJob:
         done.set_result(score_rows(self.scoring, taken.chunk, history))
         return taken, done
 
-    def _write_in_turn(self, io: ThreadPoolExecutor, writing: Future | None, bulk: BulkConnection, taken: TakenUp,
-                       scoring: Future, summary: RunSummary, progress: tqdm) -> Future:  # fmt: skip
-        """Once the chunk is scored and the one before it written, write it (one transaction) on the I/O thread.
-        The run's counters move when the chunk commits, so they always equal what the tables hold."""
-        chunk_write = self.chunk_write(taken, scoring.result(), summary.run_id, _timestamp(self.engine))
+    def _write_in_turn(self, io: ThreadPoolExecutor, writing: Future | None, bulk: BulkConnection, done: ChunkScored,
+                       summary: RunSummary, progress: tqdm) -> Future:  # fmt: skip
+        """Once the one before it is written, write the chunk scored (one transaction) on the I/O thread. The run's
+        counters move when the chunk commits, so they always equal what the tables hold."""
+        chunk_write = self.chunk_write(done, summary.run_id, _timestamp(self.engine))
         runs = self.tables.runs
 
         def write() -> None:
@@ -793,11 +834,11 @@ def _scored(job: BatchJob, chunk: pd.DataFrame, history: pd.DataFrame | None) ->
     return score_rows(job.scoring, chunk, history)
 
 
-def _materialized(job: BatchJob, window: Window, part: Slice) -> SliceFeatures:
-    """A slice's features (and rows) materialized in a scoring process, on connections of its own (its engine's pool
+def _slice_scored(job: BatchJob, window: Window, part: Slice) -> SliceScored:
+    """A slice scored in a scoring process (`BatchJob.score_slice`), on connections of its own (its engine's pool
     was emptied before the fork); the memory it took is given back before its next task."""
     try:
-        return job.slice_features(window, part)
+        return job.score_slice(window, part)
     finally:
         job.engine.dispose()
         _trim_heap()
@@ -830,11 +871,33 @@ class SliceFeatures:
 
 @dataclass(frozen=True)
 class TakenUp:
-    """A chunk's rows to score (rows rejected before and unchanged since left out), and what their write deletes."""
+    """A chunk's rows to score (rows rejected before and unchanged since left out)."""
 
     chunk: pd.DataFrame
     skipped: int
-    forget: list[sa.Delete]  # earlier problems of rows taken up again
+    again: pd.DataFrame  # the keys of rows rejected before and changed since: their write deletes those problems
+
+    def scored(self, scored: RowsScored) -> ChunkScored:
+        return ChunkScored(len(self.chunk), self.skipped, self.again, scored)
+
+
+@dataclass(frozen=True)
+class ChunkScored:
+    """A chunk taken up and scored: what its write needs, and none of its rows (it crosses between processes)."""
+
+    rows: int  # taken up
+    skipped: int
+    again: pd.DataFrame
+    scored: RowsScored
+
+
+@dataclass(frozen=True)
+class SliceScored:
+    """A slice scored whole in a scoring process: its features' counts and its chunks, in order."""
+
+    points: int
+    written: int
+    chunks: list[ChunkScored]
 
 
 @dataclass(frozen=True)

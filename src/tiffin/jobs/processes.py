@@ -5,7 +5,8 @@ process take turns, so a run used one core and a little (measured: 1.1 cores of 
 forked from the batch process once its model is loaded, as PySpark's daemon forks its Python workers: they start
 in milliseconds, with the model and every module already in memory (shared copy-on-write), where a fresh
 interpreter would import for seconds. What each process holds (the batch job, its model) is inherited at the fork,
-never pickled: a task carries only its arguments (a chunk) and returns only what its caller needs.
+never pickled: a task carries only its arguments (a chunk, or which slice to score) and returns only what its caller
+needs.
 
 Forked before the run opens its readers and writers (the fork copies only the thread that calls it), each process
 runs the model on its own OpenMP threads (one by default: libgomp's thread pool is not safe across a fork, and
