@@ -394,19 +394,27 @@ def test_a_history_run_computes_only_what_it_scores(db_url, history_spec, offlin
     engine.dispose()
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("day", [None, "someday"])
 def test_a_row_with_no_window_time_is_read_once_and_rejected_by_a_sliced_run(
-    tmp_path, history_spec, offline, bike_raw, day
+    tmp_path, history_spec, offline, bike_raw, day, processes
 ) -> None:
     """Slices cut the window by time; a row whose window value is null or no time (SQLite keeps either) still
-    lies in exactly one of them (null: the first) and is rejected, as in a run of one piece."""
+    lies in exactly one of them (null: a slice of its own, read apart; no time: the run is one slice) and is
+    rejected, as in a run of one piece, whichever process scores it."""
     january = offline[offline["dteday"] < "2011-02-01"]
     pipeline = build_pipeline(history_spec, {"max_iter": 20}).fit(january, january[history_spec.target])
     engine = db.engine_for(f"sqlite:///{tmp_path / 'source.db'}")
     raw = bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-01-31")].reset_index(drop=True)
     # A table made elsewhere, without the NOT NULL that `db.seed` puts on key columns.
     raw.assign(dteday=raw["dteday"].mask(raw.index == 300, day)).to_sql("rentals", engine, index=False)
-    summary = BatchJob(engine, Scorer(pipeline, history_spec), TAG, slice_rows=100).run()
+    job = BatchJob(engine, Scorer(pipeline, history_spec), TAG, slice_rows=100, processes=processes)
+    parts, _ = job.slices(Window(), None, None)
+    if day is None:  # the rows with a date in planned slices, the one without in a slice of its own, last
+        assert len(parts) > 2 and parts[-1].undated and all(part.planned for part in parts[:-1])
+    else:  # "someday" sorts after every date: slicing by time cannot place it
+        assert len(parts) == 1 and not parts[0].planned
+    summary = job.run()
     assert summary.rows_read == len(raw) and summary.rows_rejected == 1
     assert summary.rows_scored == len(raw) - 1
     engine.dispose()

@@ -28,6 +28,7 @@ from tiffin.storage.clock import iso_now
 
 EVENT_TIME = "event_time"
 TIME_TEXT = "%Y-%m-%dT%H:%M:%S"
+PICKED = "_tiffin_picked"  # the column of a source read saying which rows a `Pick` chose (a name unlikely in a source)
 
 
 class HistoryTableBroken(ValueError):
@@ -202,9 +203,6 @@ def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end
             if days is not None:
                 inputs.written(engine, connection, days, record, forget, at)
     return Materialized(len(rows), written=len(write), unchanged=len(rows) - len(write), rows=rows, picked=picked)
-
-
-PICKED = "_picked"
 
 
 def _source_rows(bulk: BulkConnection, spec: DatasetSpec, start: str | None, end: str | None, pick: Pick | None
