@@ -70,9 +70,10 @@ DIED = "the process ended without finishing (killed, or its database connection 
 CHUNK_ROWS = 25_000
 # About how many rows a time slice of a history model's run holds, by default: each slice's features are
 # materialized (with the lookback before it) and held only while its chunks are scored, so memory follows the slice,
-# not the window. With the next slice materialized in a scoring process beside this one's scoring, 25,000 keeps a
-# 1 M-row window's peak PSS 3-10 % above a 104 k-row one (50,000: 9-20 %, 1.17 x as fast in one run); the whole
-# window at once: 2.8 x.
+# not the window. With each slice materialized and scored in one scoring process, the next in the other, 25,000 keeps
+# a 1 M-row window's peak PSS 1-4 % above a 104 k-row one (`make bench`, 2026-12-07 night; when slices were
+# materialized apart from their scoring, 3-10 %, and 50,000: 9-20 %, 1.17 x as fast in one run); the whole window at
+# once: 2.8 x.
 SLICE_ROWS = 25_000
 # Slices are planned a tenth under a whole number of chunks (`default_slice_rows`): cut at whole days from the average
 # rows a day, one a little over a chunk left a small remainder chunk, with a scoring round trip and a write
