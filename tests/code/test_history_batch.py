@@ -395,7 +395,7 @@ def test_a_history_run_computes_only_what_it_scores(db_url, history_spec, offlin
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-@pytest.mark.parametrize("day", [None, "someday"])
+@pytest.mark.parametrize("day", [None, "someday", " 2011-01-15"])
 def test_a_row_with_no_window_time_is_read_once_and_rejected_by_a_sliced_run(
     tmp_path, history_spec, offline, bike_raw, day, processes
 ) -> None:
@@ -412,7 +412,7 @@ def test_a_row_with_no_window_time_is_read_once_and_rejected_by_a_sliced_run(
     parts, _ = job.slices(Window(), None, None)
     if day is None:  # the rows with a date in planned slices, the one without in a slice of its own, last
         assert len(parts) > 2 and parts[-1].undated and all(part.planned for part in parts[:-1])
-    else:  # "someday" sorts after every date: slicing by time cannot place it
+    else:  # "someday" sorts after every date, " 2011-01-15" below its own day: slicing by time cannot place them
         assert len(parts) == 1 and not parts[0].planned
     summary = job.run()
     assert summary.rows_read == len(raw) and summary.rows_rejected == 1

@@ -82,8 +82,8 @@ class Pick:
     columns: list[str]
 
 
-def _early(spec: DatasetSpec, start: str | None) -> str | None:
-    """The first day the features of points from `start` read."""
+def read_from(spec: DatasetSpec, start: str | None) -> str | None:
+    """The first day the features of points from `start` read: where materializing from `start` reads from."""
     return (pd.Timestamp(start) - lookback(spec)).strftime("%Y-%m-%d") if start else None
 
 
@@ -112,7 +112,7 @@ def _in_chunks(rows: pd.DataFrame, chunk_rows: int = 50_000) -> Iterator[pd.Data
 
 def known_rows(engine: Engine, spec: DatasetSpec, start: str | None, end: str | None) -> pd.DataFrame:
     """The canonical rows whose values history reads, from `start` - lookback to `end` (the API's grid)."""
-    chunks = database.read_window(engine, spec, _early(spec, start), end)
+    chunks = database.read_window(engine, spec, read_from(spec, start), end)
     return _validated(Contract(spec), chunks, with_points=False)[0]
 
 
@@ -177,7 +177,7 @@ def materialize(engine: Engine, spec: DatasetSpec, start: str | None = None, end
     contract = contract or Contract(spec)
     days = inputs.digest_table(engine, spec) if inputs.tracked(spec) else None
     with BulkConnection.kept_or_new(engine, reader) as bulk:
-        early = _early(spec, start)
+        early = read_from(spec, start)
         raw, picked = _source_rows(bulk, spec, early, end, pick)
         if days is not None:
             now = inputs.day_digests(contract, raw)

@@ -3,11 +3,11 @@
 Each chunk is read, checked by the contract, scored and written in one transaction, so a run that
 is killed leaves whole chunks only. Predictions are unique on (key, model) and inserted with
 "on conflict do nothing": re-running a window, or overlapping windows, adds nothing and changes no
-earlier result. Chunks are read by key (keyset pagination, keys as bound values) and skip keys this
-model has already scored, so memory stays flat with the table's size and a re-run only finishes what
-is missing. Rows that break the contract go to `prediction_rejects` with field, value and rule, and
-are not taken up again by the same model until the source row changes (or `retry_rejects`); every
-run is recorded in `batch_runs`.
+earlier result. Only keys this model has not scored are read: a history model's window in time slices,
+each read with its features; otherwise by key (keyset pagination, keys as bound values). Memory stays
+flat with the table's size and a re-run only finishes what is missing. Rows that break the contract go
+to `prediction_rejects` with field, value and rule, and are not taken up again by the same model until
+the source row changes (or `retry_rejects`); every run is recorded in `batch_runs`.
 
 The window (`storage.database.Window`): start inclusive, end inclusive at the window column's
 granularity; without an end, every row present. The watermark (`--since-last`) only moves forward,
@@ -70,7 +70,7 @@ DIED = "the process ended without finishing (killed, or its database connection 
 CHUNK_ROWS = 25_000
 # About how many rows a time slice of a history model's run holds, by default: each slice's features are
 # materialized (with the lookback before it) and held only while its chunks are scored, so memory follows the slice,
-# not the window. With each slice materialized and scored in one scoring process, the next in the other, 25,000 keeps
+# not the window. With each slice materialized and scored in one scoring process, the next in another, 25,000 keeps
 # a 1 M-row window's peak PSS 1-4 % above a 104 k-row one (`make bench`, 2026-12-07 night; when slices were
 # materialized apart from their scoring, 3-10 %, and 50,000: 9-20 %, 1.17 x as fast in one run); the whole window at
 # once: 2.8 x.
@@ -502,7 +502,9 @@ class BatchJob:
 
         Slices cut the window column at whole days, from the first unscored day: together they hold every row of
         the window exactly once (rows with no window value, when the window is open both ways, in one slice of their
-        own, last). A slice's features are materialized over its days and one more each side (event times in
+        own, last). Where slicing by time cannot place every row, the run is one slice: a window value that is no
+        time, or one whose text sorts below its own day (' 2011-01-10'), which no slice's read by days would hold.
+        A slice's features are materialized over its days and one more each side (event times in
         another zone than the window column's), not over the window: a run after an hour of new rows computes that
         day's."""
         if self.spec.history is None:
@@ -514,7 +516,8 @@ class BatchJob:
         if lower is None or upper is None:  # a window value that is no time: slicing by time cannot place it
             return [Slice(start, end)], rows
         days = (upper - lower).days + 1
-        step = max(1, days * self.slice_rows // rows)  # days rounded down: on average a slice stays under `slice_rows`
+        dated = rows - undated  # what the slices by day hold
+        step = max(1, days * self.slice_rows // dated)  # days rounded down: on average a slice stays under `slice_rows`
         cuts = [lower + timedelta(days=d) for d in range(step, days, step)]
         found = []
         for i, day in enumerate([lower, *cuts]):
@@ -523,9 +526,22 @@ class BatchJob:
                           end=_midnight(after - timedelta(days=1)) if after else None, end_is_day=True)  # fmt: skip
             margin = (day - timedelta(days=1)).isoformat()
             found.append(Slice(margin, after.isoformat() if after is not None else end, held, planned=True))
+        if window.start is None and self._below_first_read(window, found[0]):
+            return [Slice(start, end)], rows
         if undated:  # counted only in a window open both ways: a bound leaves out a null window value
             found.append(Slice(None, None, undated=True))
         return found, rows
+
+    def _below_first_read(self, window: Window, first: Slice) -> bool:
+        """Whether a row of the first slice sorts below what the read that materializes it takes. The first slice
+        holds every row before its end, and its read starts its lookback before the first value's day: a text that
+        sorts below that day (' 2011-01-10') would be in no read. Later slices, and a window with a start, are
+        bounded like their reads (one query, cheap by the window column's index)."""
+        column = self.source.c[self.spec.source.window_column]
+        read = Window.parse(store.read_from(self.spec, first.start), None).conditions(column)
+        below = sa.exists().where(*self._unscored(window, first), ~sa.and_(*read))
+        with self.engine.connect() as connection:
+            return bool(connection.execute(sa.select(below)).scalar())
 
     def _extent(self, window: Window) -> tuple[int, int, object, object]:
         """How many rows of the window this model has not scored, how many of them have no window value, and the
@@ -613,6 +629,7 @@ class BatchJob:
             found = self.slice_features(window, part)
             self._log_materialized(part, found.points, found.written)
             yield found
+            del found  # the slice's memory goes once its chunks are handed on, before the next is materialized
 
     def _log_materialized(self, part: Slice, points: int, written: int) -> None:
         if not part.undated:
@@ -620,20 +637,16 @@ class BatchJob:
                      part.start or "(first)", part.end or "(last)")  # fmt: skip
 
     def score_slice(self, window: Window, part: Slice) -> SliceScored:
-        """A history model's slice materialized, taken up and scored chunk by chunk in one process (a scoring
+        """A history model's planned slice materialized, taken up and scored chunk by chunk in one process (a scoring
         process): its rows and features stay where they are read, and only what each chunk's write needs crosses
         back to the batch process."""
+        if not part.planned:
+            raise ValueError("only a slice planned at whole days is scored whole: its rows come from one read")
         found = self.slice_features(window, part)
         done = []
-        with contextlib.ExitStack() as reading:
-            if found.rows is not None:
-                chunks = self._cut(found.rows)
-            else:  # where the materializing read handed over no rows: read here, after it (SQLite: one copy open)
-                reader = reading.enter_context(BulkConnection.kept_or_new(self.engine, self._feature_reader()))
-                chunks = self.chunks(reader, window, part)
-            for chunk in chunks:
-                taken = self.take_up(chunk)
-                done.append(taken.scored(score_rows(self.scoring, taken.chunk, found.by_key)))
+        for chunk in self._cut(found.rows):
+            taken = self.take_up(chunk)
+            done.append(taken.scored(score_rows(self.scoring, taken.chunk, found.by_key)))
         return SliceScored(found.points, found.written, done)
 
     def _cut(self, rows: pd.DataFrame) -> Iterator[pd.DataFrame]:
@@ -649,7 +662,14 @@ class BatchJob:
         each slice is then materialized on the reading thread, as the pipeline asks for its chunks); on SQLite
         without scoring processes, a pipeline a slice, each slice materialized here while none is open."""
         if processes is not None and self.spec.history is not None:
-            self._score_slices_apart(window, parts, summary, progress, processes)
+            # Planned slices each whole in a scoring process; what follows them (rows with no window value), or a run
+            # of one slice that is not planned (as many rows as the window), in chunks spread over the processes.
+            planned, rest = [p for p in parts if p.planned], [p for p in parts if not p.planned]
+            if planned:
+                self._score_slices_apart(window, planned, summary, progress, processes)
+            for part, found in zip(rest, self._slice_features(window, rest), strict=True):  # materialized first
+                self._score_chunks(partial(self._slice_chunks, window, [part], iter([found])), summary, progress,
+                                   processes)  # fmt: skip
             return
         features = self._slice_features(window, parts)
         if processes is not None or BulkConnection.may_stay_open(self.engine):
@@ -697,7 +717,7 @@ class BatchJob:
             else:
                 chunks = self.chunks(reader, window, part)
             yield from ((chunk, history) for chunk in chunks)
-            del found
+            del found, history, chunks  # before the next slice is materialized
             _trim_heap()
 
     def _score_chunks(self, chunks_of: Callable[[BulkConnection], Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]],
