@@ -395,7 +395,7 @@ class BatchJob:
             *[predictions.c[k] == self.source.c[k] for k in self.spec.key], predictions.c.model == self.tag
         )
         column = self.source.c[self.spec.source.window_column]
-        within = [] if part is None else [column.is_(None)] if part.undated else part.rows.conditions(column)
+        within = [] if part is None else [column.is_(None)] if part.undated else part.holds.conditions(column)
         return [*window.conditions(column), *within, ~already]
 
     def _selection(self, window: Window, part: Slice | None = None) -> sa.Select:
@@ -643,10 +643,7 @@ class BatchJob:
         if not part.planned:
             raise ValueError("only a slice planned at whole days is scored whole: its rows come from one read")
         found = self.slice_features(window, part)
-        done = []
-        for chunk in self._cut(found.rows):
-            taken = self.take_up(chunk)
-            done.append(taken.scored(score_rows(self.scoring, taken.chunk, found.by_key)))
+        done = [self.score_taken(self.take_up(chunk), found.by_key) for chunk in self._cut(found.to_score)]
         return SliceScored(found.points, found.written, done)
 
     def _cut(self, rows: pd.DataFrame) -> Iterator[pd.DataFrame]:
@@ -667,17 +664,18 @@ class BatchJob:
             planned, rest = [p for p in parts if p.planned], [p for p in parts if not p.planned]
             if planned:
                 self._score_slices_apart(window, planned, summary, progress, processes)
-            for part, found in zip(rest, self._slice_features(window, rest), strict=True):  # materialized first
-                self._score_chunks(partial(self._slice_chunks, window, [part], iter([found])), summary, progress,
-                                   processes)  # fmt: skip
-            return
-        features = self._slice_features(window, parts)
-        if processes is not None or BulkConnection.may_stay_open(self.engine):
+            self._score_each_slice(window, rest, summary, progress, processes)
+        elif processes is not None or BulkConnection.may_stay_open(self.engine):
+            features = self._slice_features(window, parts)
             self._score_chunks(partial(self._slice_chunks, window, parts, features), summary, progress, processes)
-            return
-        for part, found in zip(parts, features, strict=True):
-            chunks = partial(self._slice_chunks, window, [part], iter([found]))
-            self._score_chunks(chunks, summary, progress, None)
+        else:
+            self._score_each_slice(window, parts, summary, progress, None)
+
+    def _score_each_slice(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
+                          processes: ScoringProcesses | None) -> None:  # fmt: skip
+        """A pipeline a slice, each slice materialized here before its pipeline opens its bulk connections."""
+        for part, found in zip(parts, self._slice_features(window, parts), strict=True):
+            self._score_chunks(partial(self._slice_chunks, window, [part], iter([found])), summary, progress, processes)
 
     def _score_slices_apart(self, window: Window, parts: list[Slice], summary: RunSummary, progress: tqdm,
                             processes: ScoringProcesses) -> None:  # fmt: skip
@@ -712,8 +710,8 @@ class BatchJob:
         read here; a slice's memory is given back once its chunks are handed on."""
         for part, found in zip(parts, features, strict=True):
             history = None if found is None else found.by_key
-            if found is not None and found.rows is not None:
-                chunks = self._cut(found.rows)
+            if found is not None and found.to_score is not None:
+                chunks = self._cut(found.to_score)
             else:
                 chunks = self.chunks(reader, window, part)
             yield from ((chunk, history) for chunk in chunks)
@@ -739,7 +737,7 @@ class BatchJob:
 
         Writes stay in order, one transaction per chunk; a failed write stops the run.
         """
-        scoring: deque[tuple[TakenUp, Future]] = deque()
+        scoring: deque[Future] = deque()
         depth = 1 + (self.processes if processes is not None else 0)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-io") as io:
             upcoming = io.submit(next, chunks, None)
@@ -748,23 +746,25 @@ class BatchJob:
                 upcoming = io.submit(next, chunks, None)
                 scoring.append(self._score_soon(*read, processes))
                 while len(scoring) >= depth:
-                    taken, scored = scoring.popleft()
-                    writing = self._write_in_turn(io, writing, writer, taken.scored(scored.result()), summary, progress)
+                    writing = self._write_in_turn(io, writing, writer, scoring.popleft().result(), summary, progress)
             while scoring:
-                taken, scored = scoring.popleft()
-                writing = self._write_in_turn(io, writing, writer, taken.scored(scored.result()), summary, progress)
+                writing = self._write_in_turn(io, writing, writer, scoring.popleft().result(), summary, progress)
             if writing is not None:
                 writing.result()
 
     def _score_soon(self, chunk: pd.DataFrame, history: pd.DataFrame | None, processes: ScoringProcesses | None
-                    ) -> tuple[TakenUp, Future]:  # fmt: skip
-        """The chunk's rows to score, and their scoring: done here and now, or under way in a scoring process."""
+                    ) -> Future:  # fmt: skip
+        """The chunk's rows taken up and scored: here and now, or under way in a scoring process."""
         taken = self.take_up(chunk)
         if processes is not None:
-            return taken, processes.submit(_scored, taken.chunk, history)
+            return processes.submit(_scored, taken, history)
         done: Future = Future()
-        done.set_result(score_rows(self.scoring, taken.chunk, history))
-        return taken, done
+        done.set_result(self.score_taken(taken, history))
+        return done
+
+    def score_taken(self, taken: TakenUp, history: pd.DataFrame | None) -> ChunkScored:
+        """A chunk's rows taken up, scored: what its write needs."""
+        return taken.scored(score_rows(self.scoring, taken.chunk, history))
 
     def _write_in_turn(self, io: ThreadPoolExecutor, writing: Future | None, bulk: BulkConnection, done: ChunkScored,
                        summary: RunSummary, progress: tqdm) -> Future:  # fmt: skip
@@ -850,9 +850,9 @@ class BatchJob:
         connection.execute(marks.insert().values(**key, window_end=_iso(latest), updated_at=utcnow()))
 
 
-def _scored(job: BatchJob, chunk: pd.DataFrame, history: pd.DataFrame | None) -> RowsScored:
+def _scored(job: BatchJob, taken: TakenUp, history: pd.DataFrame | None) -> ChunkScored:
     """A chunk scored in a scoring process (`ScoringProcesses` holds the job: its model is not sent)."""
-    return score_rows(job.scoring, chunk, history)
+    return job.score_taken(taken, history)
 
 
 def _slice_scored(job: BatchJob, window: Window, part: Slice) -> SliceScored:
@@ -868,12 +868,12 @@ def _slice_scored(job: BatchJob, window: Window, part: Slice) -> SliceScored:
 @dataclass(frozen=True)
 class Slice:
     """A part of the window scored with its own features: `start`..`end` (ISO, `end` inclusive) is what is
-    materialized for it, `rows` which of the window's rows it holds, by their window value. Plain values: it crosses
+    materialized for it, `holds` which of the window's rows it holds, by their window value. Plain values: it crosses
     to the scoring process that materializes it."""
 
     start: str | None
     end: str | None
-    rows: Window = field(default_factory=Window)
+    holds: Window = field(default_factory=Window)
     # Cut at whole days to about `slice_rows`: its rows come from the read that materializes its features.
     planned: bool = False
     undated: bool = False  # the rows with no window value instead (no time: no features)
@@ -887,7 +887,7 @@ class SliceFeatures:
     points: int
     written: int
     by_key: pd.DataFrame
-    rows: pd.DataFrame | None = None
+    to_score: pd.DataFrame | None = None  # a planned slice's unscored rows, from the read that materialized it
 
 
 @dataclass(frozen=True)
