@@ -3,11 +3,14 @@
 from datetime import datetime
 from pathlib import Path
 
+import hypothesis.strategies as st
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from hypothesis import given, settings
 
 from tiffin.cli.main import main
 from tiffin.core.contract import Contract
@@ -254,6 +257,35 @@ def test_a_bulk_connection_kept_across_uses_holds_no_transaction_between_them_an
     finally:
         kept.close()
         engine.dispose()
+
+
+@settings(max_examples=25, deadline=None)
+@given(moments=st.lists(st.none() | st.datetimes(min_value=datetime(1, 1, 1)), min_size=1, max_size=40))
+def test_moments_the_bulk_path_writes_to_sqlite_are_the_text_its_driver_writes(tmp_path_factory, moments) -> None:
+    """Issue 18: on SQLite the bulk path spells naive timestamps itself (numpy: 0.15 s for 450,000 against the
+    driver's 0.5 s); each must be the text ADBC's driver writes for it, byte for byte: nulls, before 1970, fractions
+    of a second. A year past 9999, which the driver refuses, is still refused, and nothing of its chunk written."""
+    from adbc_driver_manager import ProgrammingError
+
+    path = tmp_path_factory.mktemp("moments") / "m.db"
+    engine = db.engine_for(f"sqlite:///{path}")
+    metadata = sa.MetaData()
+    table = sa.Table("moments", metadata, sa.Column("n", sa.Integer, primary_key=True), sa.Column("at", sa.Text()))
+    metadata.create_all(engine)
+    rows = pa.table({"n": range(len(moments)), "at": pa.array(moments, pa.timestamp("us"))})
+    far = pa.table({"n": [-1], "at": pa.array([np.datetime64("12026-01-01T00:00:00", "us")])})
+    with BulkConnection(engine) as bulk:
+        bulk.write([(table, rows, {})])
+        with pytest.raises(ProgrammingError, match="Could not format timestamp"):
+            bulk.write([(table, far, {})])
+        with bulk.connection.cursor() as cursor:  # the driver's own spelling of the same moments
+            cursor.adbc_ingest("by_driver", rows, mode="create")
+            bulk.connection.commit()
+    with engine.connect() as connection:
+        ours = connection.execute(sa.text("SELECT n, at, typeof(at) FROM moments ORDER BY n")).all()
+        theirs = connection.execute(sa.text("SELECT n, at, typeof(at) FROM by_driver ORDER BY n")).all()
+    engine.dispose()
+    assert ours == theirs
 
 
 def _log_beside_reads(url: str, rows: pd.DataFrame, seconds: float) -> None:

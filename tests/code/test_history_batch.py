@@ -351,6 +351,39 @@ def test_a_planned_slice_is_read_once_by_the_read_that_materializes_it(
     engine.dispose()
 
 
+def test_a_window_none_of_whose_rows_were_scored_is_read_without_asking_the_predictions_of_each_row(
+    db_url, history_spec, offline, bike_raw, monkeypatch
+) -> None:
+    """Issue 18: a run that begins with no row of its window scored by its model picks each slice's rows without
+    asking the predictions table about each (on PostgreSQL that question is a subplan, an index probe a row: half
+    the read's work). Where some rows are scored, the reads ask, and only the rest are scored, once."""
+    january = offline[offline["dteday"] < "2011-02-01"]
+    pipeline = build_pipeline(history_spec, {"max_iter": 5}).fit(january, january[history_spec.target])
+    engine = db.engine_for(db_url)
+    raw = bike_raw[bike_raw["dteday"].between("2011-01-01", "2011-02-28")]
+    db.seed(engine, history_spec, raw)
+    monkeypatch.setattr(batch, "SLICE_ROWS", 300)
+    job = BatchJob(engine, Scorer(pipeline, history_spec), TAG, chunk_rows=100, processes=1)
+    source, predictions, asked = history_spec.source.table, job.tables.predictions.name, []
+    read_exact = BulkConnection.read_exact
+
+    def noted(bulk: BulkConnection, query: sa.Select, *args, **kwargs) -> pd.DataFrame:
+        if any(getattr(found, "name", None) == source for found in query.get_final_froms()):
+            asked.append(f"FROM {predictions}" in str(query).replace('"', ""))
+        return read_exact(bulk, query, *args, **kwargs)
+
+    monkeypatch.setattr(BulkConnection, "read_exact", noted)
+    first = job.run(None, "2011-01-20")
+    assert first.rows_scored == first.rows_read > 0 and len(asked) > 1 and not any(asked)
+    asked.clear()
+    rest = job.run()
+    assert rest.rows_read == len(raw) - first.rows_read and rest.rows_scored == rest.rows_read
+    assert asked and all(asked)
+    scored = _scored(engine, TAG)
+    assert len(scored) == len(raw) and not scored[history_spec.key].astype(str).duplicated().any()
+    engine.dispose()
+
+
 def _counted(read, reads: list[int]):
     def counted(*args, **kwargs):
         reads[-1] += 1

@@ -389,14 +389,15 @@ class BatchJob:
         return list(dict.fromkeys([*keys, *wanted, column]))
 
     def _unscored(self, window: Window, part: Slice | None = None) -> list[sa.ColumnElement]:
-        """The conditions of the rows to score: in the window (and in the slice `part`), not scored by this model."""
+        """The conditions of the rows to score: in the window (and in the slice `part`), not scored by this model (a
+        slice of a window none of whose rows it had scored when the run began needs no anti-join: `Slice.fresh`)."""
         predictions = self.tables.predictions
         already = sa.exists().where(
             *[predictions.c[k] == self.source.c[k] for k in self.spec.key], predictions.c.model == self.tag
         )
         column = self.source.c[self.spec.source.window_column]
         within = [] if part is None else [column.is_(None)] if part.undated else part.holds.conditions(column)
-        return [*window.conditions(column), *within, ~already]
+        return [*window.conditions(column), *within, *([] if part is not None and part.fresh else [~already])]
 
     def _selection(self, window: Window, part: Slice | None = None) -> sa.Select:
         return sa.select(*self._columns()).where(*self._unscored(window, part))
@@ -515,6 +516,7 @@ class BatchJob:
             return [], 0
         if lower is None or upper is None:  # a window value that is no time: slicing by time cannot place it
             return [Slice(start, end)], rows
+        fresh = self._window_rows(window) == rows
         days = (upper - lower).days + 1
         dated = rows - undated  # what the slices by day hold
         step = max(1, days * self.slice_rows // dated)  # days rounded down: on average a slice stays under `slice_rows`
@@ -525,7 +527,8 @@ class BatchJob:
             held = Window(start=_midnight(day) if i else None,
                           end=_midnight(after - timedelta(days=1)) if after else None, end_is_day=True)  # fmt: skip
             margin = (day - timedelta(days=1)).isoformat()
-            found.append(Slice(margin, after.isoformat() if after is not None else end, held, planned=True))
+            found.append(Slice(margin, after.isoformat() if after is not None else end, held, planned=True,
+                               fresh=fresh))  # fmt: skip
         if window.start is None and self._below_first_read(window, found[0]):
             return [Slice(start, end)], rows
         if undated:  # counted only in a window open both ways: a bound leaves out a null window value
@@ -542,6 +545,13 @@ class BatchJob:
         below = sa.exists().where(*self._unscored(window, first), ~sa.and_(*read))
         with self.engine.connect() as connection:
             return bool(connection.execute(sa.select(below)).scalar())
+
+    def _window_rows(self, window: Window) -> int:
+        """How many source rows the window holds, scored or not (by the window column's index)."""
+        column = self.source.c[self.spec.source.window_column]
+        with self.engine.connect() as connection:
+            counted = sa.select(sa.func.count()).select_from(self.source).where(*window.conditions(column))
+            return connection.execute(counted).scalar()
 
     def _extent(self, window: Window) -> tuple[int, int, object, object]:
         """How many rows of the window this model has not scored, how many of them have no window value, and the
@@ -562,7 +572,8 @@ class BatchJob:
         process)."""
         if part.undated:
             return SliceFeatures(0, 0, store.by_key(self.spec, store.no_rows(self.spec)), None)
-        pick = store.Pick(self.source, sa.and_(*self._unscored(window, part)), [c.name for c in self._columns()])
+        chosen = sa.and_(sa.true(), *self._unscored(window, part))  # true: a fresh slice of an open window has none
+        pick = store.Pick(self.source, chosen, [c.name for c in self._columns()])
         done = store.materialize(self.engine, self.spec, part.start, part.end, contract=self.scoring.contract,
                                  reader=self._feature_reader(), pick=pick if part.planned else None)  # fmt: skip
         return SliceFeatures(done.points, done.written, store.by_key(self.spec, done.rows), done.picked)
@@ -876,6 +887,10 @@ class Slice:
     holds: Window = field(default_factory=Window)
     # Cut at whole days to about `slice_rows`: its rows come from the read that materializes its features.
     planned: bool = False
+    # No row of the window was scored by this model when the run began, so none of the slice's is: the read that
+    # picks its rows needs no anti-join (the run holds the source's lock: no other run scores them meanwhile). On
+    # PostgreSQL, the anti-join as a column of that read is a subplan, an index probe a row: half the read's work.
+    fresh: bool = False
     undated: bool = False  # the rows with no window value instead (no time: no features)
 
 

@@ -13,12 +13,16 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+# Rows a batch of ADBC's SQLite reader (its default 1,024): a slice of 22,500 rows, 15 columns, read in 34 ms against
+# 39 ms here.
+_SQLITE_BATCH_ROWS = 65_536
 APPLICATION_NAME = "tiffin-bulk"  # what PostgreSQL's pg_stat_activity shows for these connections
 # The placeholders each ADBC driver understands: `?` for SQLite, `$1` for PostgreSQL.
 _DIALECTS = {
@@ -118,6 +122,8 @@ class BulkConnection:
 
     def read_arrow(self, statement: sa.sql.ClauseElement) -> pa.Table:
         with self.connection.cursor() as cursor:
+            if self.engine.dialect.name == "sqlite":
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_SQLITE_BATCH_ROWS)})
             self.execute(cursor, statement)
             return cursor.fetch_arrow_table()
 
@@ -148,6 +154,8 @@ class BulkConnection:
                      before: Sequence[sa.sql.ClauseElement], direct: set[str]) -> None:  # fmt: skip
         from adbc_driver_manager import IntegrityError  # with the drivers: imported only where they are used
 
+        if self.engine.dialect.name == "sqlite":
+            batches = [(table, _moments_as_text(rows), constants) for table, rows, constants in batches]
         with self.connection.cursor() as cursor:
             try:
                 for statement in before:
@@ -202,6 +210,25 @@ def _exact_text(column: sa.ColumnElement) -> sa.ColumnElement:
         (kind == "real", sa.func.printf("%!.17g", column)),  # 17 digits: the same double back
         else_=sa.cast(column, sa.Text),
     )
+
+
+def _moments_as_text(rows: pa.Table) -> pa.Table:
+    """Naive microsecond timestamps as the text ADBC's SQLite driver writes for them ('2011-01-01T05:00:00.000000'),
+    formatted by numpy: the driver's own formatting took 0.5 s of the 0.9 s that ingesting 450,000 predictions took
+    here, numpy's 0.15 s. Years outside 1-9999, which the two may spell differently, are left to the driver."""
+    for index, field in enumerate(rows.schema):
+        if field.type != pa.timestamp("us"):
+            continue
+        moments = rows.column(index).to_numpy()
+        known = moments[~np.isnat(moments)]
+        if len(known) and (known.min() < _FIRST_MOMENT or known.max() > _LAST_MOMENT):
+            continue
+        texts = pa.array(np.datetime_as_string(moments, unit="us"), type=pa.string(), mask=np.isnat(moments))
+        rows = rows.set_column(index, pa.field(field.name, pa.string(), field.nullable), texts)
+    return rows
+
+
+_FIRST_MOMENT, _LAST_MOMENT = np.datetime64("0001-01-01T00:00:00", "us"), np.datetime64("9999-12-31T23:59:59.999999")
 
 
 def _textual(kind: pa.DataType) -> bool:
