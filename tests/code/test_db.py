@@ -264,7 +264,7 @@ def test_a_bulk_connection_kept_across_uses_holds_no_transaction_between_them_an
 def test_moments_the_bulk_path_writes_to_sqlite_are_the_text_its_driver_writes(tmp_path_factory, moments) -> None:
     """Issue 18: on SQLite the bulk path spells naive timestamps itself (numpy: 0.15 s for 450,000 against the
     driver's 0.5 s); each must be the text ADBC's driver writes for it, byte for byte: nulls, before 1970, fractions
-    of a second. A year past 9999, which the driver refuses, is still refused, and nothing of its chunk written."""
+    of a second, a column in several chunks. A year past 9999, which the driver refuses, is still refused."""
     from adbc_driver_manager import ProgrammingError
 
     path = tmp_path_factory.mktemp("moments") / "m.db"
@@ -272,7 +272,9 @@ def test_moments_the_bulk_path_writes_to_sqlite_are_the_text_its_driver_writes(t
     metadata = sa.MetaData()
     table = sa.Table("moments", metadata, sa.Column("n", sa.Integer, primary_key=True), sa.Column("at", sa.Text()))
     metadata.create_all(engine)
-    rows = pa.table({"n": range(len(moments)), "at": pa.array(moments, pa.timestamp("us"))})
+    halves = [moments[: len(moments) // 2], moments[len(moments) // 2 :]]  # a column of two chunks, as chunks make
+    at = pa.chunked_array([pa.array(half, pa.timestamp("us")) for half in halves], pa.timestamp("us"))
+    rows = pa.table({"n": range(len(moments)), "at": at})
     far = pa.table({"n": [-1], "at": pa.array([np.datetime64("12026-01-01T00:00:00", "us")])})
     with BulkConnection(engine) as bulk:
         bulk.write([(table, rows, {})])
@@ -286,6 +288,23 @@ def test_moments_the_bulk_path_writes_to_sqlite_are_the_text_its_driver_writes(t
         theirs = connection.execute(sa.text("SELECT n, at, typeof(at) FROM by_driver ORDER BY n")).all()
     engine.dispose()
     assert ours == theirs
+
+
+def test_a_sqlite_integer_column_with_a_real_past_the_drivers_first_batch_is_read_exactly(tmp_path: Path) -> None:
+    """Issue 18, from the review of 0cd5f09: ADBC's SQLite driver types a column by its first batch of rows. A REAL
+    after the first 1,024 integers makes it refuse the column, and the bulk path reads it again as exact text; read
+    batches of 65,536 rows (tried for speed) typed it float instead, and 2**53 + 1 came back as 2**53."""
+    engine = db.engine_for(f"sqlite:///{tmp_path / 'mixed.db'}")
+    metadata = sa.MetaData()
+    table = sa.Table("mixed", metadata, sa.Column("n", sa.Integer, primary_key=True), sa.Column("k", sa.Integer))
+    metadata.create_all(engine)
+    values = [*range(1500), 0.5, 2**53 + 1]
+    with engine.begin() as connection:
+        connection.execute(table.insert(), [{"n": n, "k": k} for n, k in enumerate(values)])
+    with BulkConnection(engine) as bulk:
+        found = bulk.read_exact(sa.select(table).order_by(table.c.n))
+    engine.dispose()
+    assert str(found["k"].iloc[-1]) == str(2**53 + 1) and float(found["k"].iloc[-2]) == 0.5
 
 
 def _log_beside_reads(url: str, rows: pd.DataFrame, seconds: float) -> None:

@@ -510,13 +510,13 @@ class BatchJob:
         day's."""
         if self.spec.history is None:
             return [Slice(start, end)], None
-        rows, undated, first, last = self._extent(window)
+        rows, undated, first, last, in_window = self._extent(window)
         lower, upper = _day(first), _day(last)
         if not rows:
             return [], 0
         if lower is None or upper is None:  # a window value that is no time: slicing by time cannot place it
             return [Slice(start, end)], rows
-        fresh = self._window_rows(window) == rows
+        fresh = in_window == rows
         days = (upper - lower).days + 1
         dated = rows - undated  # what the slices by day hold
         step = max(1, days * self.slice_rows // dated)  # days rounded down: on average a slice stays under `slice_rows`
@@ -546,23 +546,19 @@ class BatchJob:
         with self.engine.connect() as connection:
             return bool(connection.execute(sa.select(below)).scalar())
 
-    def _window_rows(self, window: Window) -> int:
-        """How many source rows the window holds, scored or not (by the window column's index)."""
-        column = self.source.c[self.spec.source.window_column]
-        with self.engine.connect() as connection:
-            counted = sa.select(sa.func.count()).select_from(self.source).where(*window.conditions(column))
-            return connection.execute(counted).scalar()
-
-    def _extent(self, window: Window) -> tuple[int, int, object, object]:
-        """How many rows of the window this model has not scored, how many of them have no window value, and the
-        first and last window values (one pass over the window: the slices' plan, or a progress bar's total)."""
+    def _extent(self, window: Window) -> tuple[int, int, object, object, int]:
+        """How many rows of the window this model has not scored, how many of them have no window value, the first
+        and last window values (one pass over the window: the slices' plan, or a progress bar's total), and how
+        many rows the window holds, scored or not (by the window column's index; in the same statement, so that
+        both counts see the same rows)."""
         unscored = self._selection(window).subquery()
         column = unscored.c[self.spec.source.window_column]
+        held = sa.select(sa.func.count()).select_from(self.source)
+        held = held.where(*window.conditions(self.source.c[self.spec.source.window_column])).scalar_subquery()
+        counts = [sa.func.count(), sa.func.count(column), sa.func.min(column), sa.func.max(column)]
         with self.engine.connect() as connection:
-            rows, valued, first, last = connection.execute(
-                sa.select(sa.func.count(), sa.func.count(column), sa.func.min(column), sa.func.max(column))
-            ).one()
-        return rows, rows - valued, first, last
+            rows, valued, first, last, in_window = connection.execute(sa.select(*counts, held.correlate(None))).one()
+        return rows, rows - valued, first, last, in_window
 
     def slice_features(self, window: Window, part: Slice) -> SliceFeatures:
         """For a spec with history features: materialize the slice's (writing new or changed points only); they
