@@ -549,15 +549,16 @@ class BatchJob:
     def _extent(self, window: Window) -> tuple[int, int, object, object, int]:
         """How many rows of the window this model has not scored, how many of them have no window value, the first
         and last window values (one pass over the window: the slices' plan, or a progress bar's total), and how
-        many rows the window holds, scored or not (by the window column's index; in the same statement, so that
-        both counts see the same rows)."""
+        many rows the window holds, scored or not, if any is unscored (by the window column's index; in the same
+        statement, so that both counts see the same rows)."""
         unscored = self._selection(window).subquery()
         column = unscored.c[self.spec.source.window_column]
         held = sa.select(sa.func.count()).select_from(self.source)
         held = held.where(*window.conditions(self.source.c[self.spec.source.window_column])).scalar_subquery()
         counts = [sa.func.count(), sa.func.count(column), sa.func.min(column), sa.func.max(column)]
+        held = sa.case((sa.func.count() > 0, held.correlate(None)), else_=0)  # a re-run with nothing new skips it
         with self.engine.connect() as connection:
-            rows, valued, first, last, in_window = connection.execute(sa.select(*counts, held.correlate(None))).one()
+            rows, valued, first, last, in_window = connection.execute(sa.select(*counts, held)).one()
         return rows, rows - valued, first, last, in_window
 
     def slice_features(self, window: Window, part: Slice) -> SliceFeatures:
