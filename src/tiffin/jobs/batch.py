@@ -551,14 +551,15 @@ class BatchJob:
         and last window values (one pass over the window: the slices' plan, or a progress bar's total), and how
         many rows the window holds, scored or not, if any is unscored (by the window column's index; in the same
         statement, so that both counts see the same rows)."""
+        name = self.spec.source.window_column
         unscored = self._selection(window).subquery()
-        column = unscored.c[self.spec.source.window_column]
-        held = sa.select(sa.func.count()).select_from(self.source)
-        held = held.where(*window.conditions(self.source.c[self.spec.source.window_column])).scalar_subquery()
-        counts = [sa.func.count(), sa.func.count(column), sa.func.min(column), sa.func.max(column)]
-        held = sa.case((sa.func.count() > 0, held.correlate(None)), else_=0)  # a re-run with nothing new skips it
+        column = unscored.c[name]
+        every = sa.select(sa.func.count()).select_from(self.source).where(*window.conditions(self.source.c[name]))
+        # Counted only if a row is unscored: a re-run with nothing new skips it.
+        held = sa.case((sa.func.count() > 0, every.scalar_subquery().correlate(None)), else_=0)
+        counts = [sa.func.count(), sa.func.count(column), sa.func.min(column), sa.func.max(column), held]
         with self.engine.connect() as connection:
-            rows, valued, first, last, in_window = connection.execute(sa.select(*counts, held)).one()
+            rows, valued, first, last, in_window = connection.execute(sa.select(*counts)).one()
         return rows, rows - valued, first, last, in_window
 
     def slice_features(self, window: Window, part: Slice) -> SliceFeatures:

@@ -216,10 +216,11 @@ def _moments_as_text(rows: pa.Table) -> pa.Table:
         if field.type != pa.timestamp("us"):
             continue
         moments = rows.column(index).to_numpy()
-        known = moments[~np.isnat(moments)]
+        missing = np.isnat(moments)
+        known = moments[~missing]
         if len(known) and (known.min() < _FIRST_MOMENT or known.max() > _LAST_MOMENT):
             continue
-        texts = pa.array(np.datetime_as_string(moments, unit="us"), type=pa.string(), mask=np.isnat(moments))
+        texts = pa.array(np.datetime_as_string(moments, unit="us"), type=pa.string(), mask=missing)
         rows = rows.set_column(index, pa.field(field.name, pa.string(), field.nullable), texts)
     return rows
 
