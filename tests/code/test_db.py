@@ -262,7 +262,7 @@ def test_a_bulk_connection_kept_across_uses_holds_no_transaction_between_them_an
 @settings(max_examples=25, deadline=None)
 @given(moments=st.lists(st.none() | st.datetimes(min_value=datetime(1, 1, 1)), min_size=1, max_size=40))
 def test_moments_the_bulk_path_writes_to_sqlite_are_the_text_its_driver_writes(tmp_path_factory, moments) -> None:
-    """Issue 18: on SQLite the bulk path spells naive timestamps itself (numpy: 0.15 s for 450,000 against the
+    """Issue 18: on SQLite the bulk path spells naive timestamps itself (Arrow: 0.05 s for 450,000 against the
     driver's 0.5 s); each must be the text ADBC's driver writes for it, byte for byte: nulls, before 1970, fractions
     of a second, a column in several chunks. A year past 9999, which the driver refuses, is still refused."""
     from adbc_driver_manager import ProgrammingError

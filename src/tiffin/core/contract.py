@@ -135,21 +135,21 @@ class Contract:
 
     def normalise(self, raw: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Canonical types for `names`, and the values that could not be read (as problems)."""
-        frame = pd.DataFrame(index=raw.index)
-        problems = []
+        columns, problems = {}, []
         for name in names:
             spec = self.spec.columns[name]
             if name not in raw.columns:
-                frame[name] = pd.Series(index=raw.index, dtype=_CANONICAL_DTYPES[spec.type])
+                columns[name] = pd.Series(index=raw.index, dtype=_CANONICAL_DTYPES[spec.type])
                 if not spec.nullable and not spec.fill_missing:
                     missing = pd.Series("<missing>", index=raw.index)
                     problems.append(_problems(raw.index, name, missing, "required: field is missing"))
                 continue
-            column, unreadable = self._normalise_column(raw[name], spec)
-            frame[name] = column
+            columns[name], unreadable = self._normalise_column(raw[name], spec)
             if unreadable.any():
                 rule = _column_rule(spec, self.spec.timestamp.timezone)
                 problems.append(_problems(raw.index[unreadable], name, raw[name], rule))
+        # One frame from all the columns: inserting them one at a time cost a third of the normalising (2026-12-08).
+        frame = pd.DataFrame(columns, index=raw.index)
         self._fill_missing(frame, names)
         return frame, pd.concat(problems) if problems else pd.DataFrame(columns=REJECT_COLUMNS)
 

@@ -231,8 +231,12 @@ def _held(bulk: BulkConnection, table: sa.Table, contract: Contract, start: str 
 
 def _stored_window(bulk: BulkConnection, table: sa.Table, spec: DatasetSpec, start: str | None,
                    end: str | None) -> pd.DataFrame:  # fmt: skip
-    """The table's rows of the points in [start, end], as `computed` gives them (its columns, float features)."""
-    return _as_features(spec, bulk.read_exact(_window_select(table, spec, start, end))).reset_index(drop=True)
+    """The table's rows of the points in [start, end], as `computed` gives them (its columns, float features), in
+    no particular order: their callers look them up by key, and on PostgreSQL a sort of a slice's rows cost the
+    server 13 ms of a 17 ms read (2026-12-08)."""
+    wanted = [*spec.series, EVENT_TIME, *spec.history.names()]
+    query = _window_select(table, spec, start, end).with_only_columns(*[table.c[name] for name in wanted])
+    return _as_features(spec, bulk.read_exact(query.order_by(None)))
 
 
 def _window_select(table: sa.Table, spec: DatasetSpec, start: str | None, end: str | None) -> sa.Select:
@@ -244,11 +248,10 @@ def _window_select(table: sa.Table, spec: DatasetSpec, start: str | None, end: s
 
 
 def _as_features(spec: DatasetSpec, found: pd.DataFrame) -> pd.DataFrame:
-    """Rows read from the table: key and features, the features as float64."""
-    found = found.drop(columns="computed_at")
-    names = spec.history.names()
-    found[names] = found[names].astype("float64")
-    return found
+    """Rows read from the table: key and features, the features as float64 (a column the driver gave as float64
+    is kept, not copied)."""
+    found = found.drop(columns="computed_at", errors="ignore")
+    return found.astype({name: "float64" for name in spec.history.names() if found[name].dtype != "float64"})
 
 
 def read(engine: Engine, spec: DatasetSpec, start: str | None = None, end: str | None = None) -> pd.DataFrame:
@@ -277,19 +280,29 @@ def no_rows(spec: DatasetSpec) -> pd.DataFrame:
 
 
 def by_key(spec: DatasetSpec, stored: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the table indexed by their key (series, event time): what a caller attaching many chunks holds, so
-    that each lookup costs the chunk's rows, not the window's."""
-    return stored.set_index([*spec.series, EVENT_TIME])[spec.history.names()]
+    """Rows of the table indexed by their key: the series columns as text and the event time as a moment (its text
+    read once here; a text that is no time at the second, written by something else, finds no row). What a caller
+    attaching many chunks holds, so that each lookup costs the chunk's rows, not the window's, and looks up moments,
+    never formatting a chunk's times as text (a third of a chunk's lookup, 2026-12-08)."""
+    moments = pd.to_datetime(stored[EVENT_TIME], format=TIME_TEXT, errors="coerce").to_numpy(dtype="datetime64[s]")
+    known = ~np.isnat(moments)
+    features = stored.loc[known, spec.history.names()]
+    features.index = _key_index(spec, stored.loc[known, spec.series], moments[known])
+    return features
+
+
+def _key_index(spec: DatasetSpec, series: pd.DataFrame, moments: np.ndarray) -> pd.Index:
+    times = pd.Index(moments, name=EVENT_TIME)
+    if not spec.series:
+        return times
+    return pd.MultiIndex.from_arrays([*(series[name].astype(str) for name in spec.series), times])
 
 
 def attach(spec: DatasetSpec, frame: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     """`frame` with its history features from `stored` (rows of the table, or `by_key` of them); null for a point
-    not in it."""
-    key = [*spec.series, EVENT_TIME]
-    if list(stored.index.names) != key:
+    not in it. Event times are looked up to the second, as the table keys them (`time_texts`)."""
+    if list(stored.index.names) != [*spec.series, EVENT_TIME]:
         stored = by_key(spec, stored)
-    keys = keyed(spec, frame)
-    wanted = pd.MultiIndex.from_frame(keys) if len(key) > 1 else pd.Index(keys[EVENT_TIME])
-    found = stored.reindex(wanted)
-    found.index = frame.index
-    return frame.join(found.astype("float64"))
+    moments = spec.event_time(frame).to_numpy(dtype="datetime64[s]")
+    found = stored.reindex(_key_index(spec, frame, moments))
+    return frame.assign(**{name: found[name].to_numpy(dtype="float64") for name in found.columns})

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -209,23 +210,24 @@ def _exact_text(column: sa.ColumnElement) -> sa.ColumnElement:
 
 def _moments_as_text(rows: pa.Table) -> pa.Table:
     """Naive microsecond timestamps as the text ADBC's SQLite driver writes for them ('2011-01-01T05:00:00.000000'),
-    formatted by numpy: the driver's own formatting took 0.5 s of the 0.9 s that ingesting 450,000 predictions took
-    here, numpy's 0.15 s. Years outside 1-9999, which the two may spell differently, are left to the driver, as
-    before."""
+    formatted by Arrow (its cast to text, 'T' for the space): the driver's own formatting took 0.5 s of the 0.9 s
+    that ingesting 450,000 predictions took here, numpy's 0.15 s, Arrow's a third of numpy's (2026-12-08). Years
+    outside 1-9999, which they may spell differently, are left to the driver, as before."""
     for index, field in enumerate(rows.schema):
         if field.type != pa.timestamp("us"):
             continue
-        moments = rows.column(index).to_numpy()
-        missing = np.isnat(moments)
-        known = moments[~missing]
-        if len(known) and (known.min() < _FIRST_MOMENT or known.max() > _LAST_MOMENT):
+        moments = rows.column(index)
+        least, most = pc.min_max(moments).values()
+        if least.is_valid and (least.value < _FIRST_MOMENT or most.value > _LAST_MOMENT):
             continue
-        texts = pa.array(np.datetime_as_string(moments, unit="us"), type=pa.string(), mask=missing)
+        texts = pc.utf8_replace_slice(pc.cast(moments, pa.string()), start=10, stop=11, replacement="T")
         rows = rows.set_column(index, pa.field(field.name, pa.string(), field.nullable), texts)
     return rows
 
 
-_FIRST_MOMENT, _LAST_MOMENT = np.datetime64("0001-01-01T00:00:00", "us"), np.datetime64("9999-12-31T23:59:59.999999")
+# Microseconds from 1970 of the first and last moments of years 1-9999 (a timestamp scalar's `value`).
+_FIRST_MOMENT = int(np.datetime64("0001-01-01T00:00:00", "us").astype("int64"))
+_LAST_MOMENT = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype("int64"))
 
 
 def _textual(kind: pa.DataType) -> bool:
@@ -236,8 +238,7 @@ def _with_constants(table: sa.Table, rows: pa.Table, constants: dict) -> pa.Tabl
     """`rows` with each constant as a column of its own, typed like the table's column (a null one too)."""
     for name, value in constants.items():
         kind = _arrow_type(table.c[name].type, value)
-        rows = rows.append_column(pa.field(name, kind), pa.nulls(rows.num_rows, kind) if value is None else
-                                  pa.array([value] * rows.num_rows, type=kind))  # fmt: skip
+        rows = rows.append_column(pa.field(name, kind), pa.repeat(pa.scalar(value, type=kind), rows.num_rows))
     return rows
 
 
