@@ -134,48 +134,50 @@ def test_a_cache_of_the_last_days_gives_the_same_bits_as_the_whole_history() -> 
 
 @st.composite
 def stored_and_points(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows of a feature table (event times as its text, some of them no time at the second) and points to look up
-    in it: hours with a fraction of a second, series it does not hold, hours it does not hold, no time at all."""
+    """Rows of a feature table (event times as its text; one of them not its spelling of a time at the second, as
+    something else might write) and points to look up in it: hours with a fraction of a second, series it does not
+    hold, hours it does not hold, no time at all; under an index of their own."""
     hours = draw(st.lists(st.integers(0, 30), min_size=1, max_size=25, unique=True))
     start = pd.Timestamp("1969-12-30")  # before 1970 too: a moment's floor to the second is not its truncation
     texts = [(start + pd.Timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%S") for h in hours]
-    broken = draw(st.sampled_from(["", "2024-13-01T00:00:00", "1969-12-30 01:00:00", "1969-12-30T01:00:00.5"]))
-    stored = pd.DataFrame(
-        {
-            "sensor": [draw(st.sampled_from(SERIES)) for _ in hours] + ["a"],
-            "event_time": [*texts, broken],
-            "count_lag_2h": np.arange(len(hours) + 1, dtype="float64"),
-        }
-    )
-    stored = stored.drop_duplicates(["sensor", "event_time"])
-    points = pd.DataFrame(
-        {
-            "at": [
-                start + pd.Timedelta(hours=draw(st.integers(0, 31)), milliseconds=draw(st.sampled_from([0, 1, 999])))
-                if draw(st.integers(0, 9))
-                else pd.NaT
-                for _ in range(draw(st.integers(1, 20)))
-            ],
-        }
-    )
-    points["sensor"] = [draw(st.sampled_from([*SERIES, "d"])) for _ in range(len(points))]
+    # Not the table's spelling: a parse alone takes the last two ('1:00:00' as 01:00, ':60' as the next minute).
+    broken = draw(st.sampled_from(["", "2024-13-01T00:00:00", "1969-12-30 01:00:00", "1969-12-30T01:00:00.5",
+                                   "1969-12-30T1:00:00", "1969-12-30T00:59:60"]))  # fmt: skip
+    stored = pd.DataFrame({"sensor": [draw(st.sampled_from(SERIES)) for _ in hours] + ["a"],
+                           "event_time": [*texts, broken],
+                           "count_lag_2h": np.arange(len(hours) + 1, dtype="float64")})  # fmt: skip
+    count = draw(st.integers(0, 20))
+    moments = [start + pd.Timedelta(hours=draw(st.integers(0, 31)), milliseconds=draw(st.sampled_from([0, 1, 999])))
+               if draw(st.integers(0, 9)) else pd.NaT for _ in range(count)]  # fmt: skip
+    sensors = [draw(st.sampled_from([*SERIES, "d"])) for _ in range(count)]
+    # And always the point that the texts which are not the table's spelling would be read as.
+    points = pd.DataFrame({"at": [*moments, start + pd.Timedelta(hours=1)], "sensor": [*sensors, "a"]},
+                          index=np.arange(count + 1)[::-1] * 7 + 3)  # fmt: skip
     return stored, points
 
 
-@settings(max_examples=80, deadline=None)
-@given(found=stored_and_points())
-def test_a_point_finds_the_feature_row_of_its_series_and_second_as_the_table_spells_it(found) -> None:
+@settings(max_examples=120, deadline=None)
+@given(found=stored_and_points(), with_series=st.booleans(), by_key=st.booleans())
+def test_a_point_finds_the_feature_row_of_its_series_and_second_as_the_table_spells_it(
+    found, with_series: bool, by_key: bool
+) -> None:
     """Issue 18: `attach` looks points up by moment (the table's text read once a slice, no point's time formatted as
-    text); each point must find the row a lookup by the table's own text finds: its series, its time to the second
-    (floored, before 1970 too), and nothing for a text that is no time at the second."""
+    text); each point must find the row a lookup by the table's own text finds: its series (if the spec has one), its
+    time to the second (floored, before 1970 too), and nothing for a text that is not the table's spelling of a time;
+    given the table's rows or `by_key` of them (what the batch and Spark hold)."""
     from tiffin.features import store
 
     stored, points = found
     spec = sensor_spec({"horizon": "2h", "features": [{"column": "count", "lags": ["2h"]}]})
-    attached = store.attach(spec, points, stored)
+    if not with_series:
+        spec = spec.model_copy(update={"series": []})
+    key = ["sensor", "event_time"] if with_series else ["event_time"]
+    stored = stored.drop_duplicates(key).reset_index(drop=True)
+    attached = store.attach(spec, points, store.by_key(spec, stored) if by_key else stored)
     for index, point in points.iterrows():
         second = "no time" if pd.isna(point["at"]) else point["at"].floor("s").strftime("%Y-%m-%dT%H:%M:%S")
-        row = stored[(stored["sensor"] == point["sensor"]) & (stored["event_time"] == second)]
+        same = stored["event_time"] == second
+        row = stored[same & (stored["sensor"] == point["sensor"])] if with_series else stored[same]
         expected = float(row["count_lag_2h"].iloc[0]) if len(row) else np.nan
         assert attached.loc[index, "count_lag_2h"] == pytest.approx(expected, nan_ok=True), (point.to_dict(), stored)
     assert attached.index.equals(points.index) and list(attached.columns) == [*points.columns, "count_lag_2h"]

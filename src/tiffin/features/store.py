@@ -281,14 +281,23 @@ def no_rows(spec: DatasetSpec) -> pd.DataFrame:
 
 def by_key(spec: DatasetSpec, stored: pd.DataFrame) -> pd.DataFrame:
     """Rows of the table indexed by their key: the series columns as text and the event time as a moment (its text
-    read once here; a text that is no time at the second, written by something else, finds no row). What a caller
-    attaching many chunks holds, so that each lookup costs the chunk's rows, not the window's, and looks up moments,
-    never formatting a chunk's times as text (a third of a chunk's lookup, 2026-12-08)."""
-    moments = pd.to_datetime(stored[EVENT_TIME], format=TIME_TEXT, errors="coerce").to_numpy(dtype="datetime64[s]")
+    read once here: `_moments_of`). What a caller attaching many chunks holds, so that each lookup costs the chunk's
+    rows, not the window's, and looks up moments, never formatting a chunk's times as text (a third of a chunk's
+    lookup, 2026-12-08)."""
+    moments = _moments_of(stored[EVENT_TIME])
     known = ~np.isnat(moments)
     features = stored.loc[known, spec.history.names()]
     features.index = _key_index(spec, stored.loc[known, spec.series], moments[known])
     return features
+
+
+def _moments_of(texts: pd.Series) -> np.ndarray:
+    """The moment each event time text of the table spells, to the second; NaT for a text that is not exactly
+    `time_texts`' spelling of one (written by something else), as a lookup by the text itself found nothing for it:
+    the parse alone takes '2024-1-1T0:0:0', and reads '...T00:00:60' as the next minute."""
+    moments = pd.to_datetime(texts, format=TIME_TEXT, errors="coerce").to_numpy(dtype="datetime64[s]")
+    exact = np.datetime_as_string(moments, unit="s").astype(object) == texts.to_numpy(dtype=object)
+    return np.where(exact, moments, np.datetime64("NaT", "s"))
 
 
 def _key_index(spec: DatasetSpec, series: pd.DataFrame, moments: np.ndarray) -> pd.Index:
