@@ -143,11 +143,22 @@ def materialized(url: str, spec: DatasetSpec) -> dict:
     return timings
 
 
+def small_window_peak(url: str, runs: int = 3) -> dict:
+    """The first six copies (~104,000 rows), run `runs` times from empty outputs: the run with the highest peak. A
+    run of 1.6 s is sampled 16 times, and one run's peak varied by 80 MiB between runs of `make bench`
+    (2026-12-08), which made the memory goal's ratio look worse than the process was. The 1 M-row run lasts 8-12 s
+    (about 100 samples): its peak moved by 9 MiB between the same runs."""
+    found = []
+    for _ in range(runs):
+        reset_outputs(url)
+        found.append(run_batch(url, end="2022-12-31"))
+    return max(found, key=lambda run: run["peak_pss_mib"]) | {"peaks_mib": [run["peak_pss_mib"] for run in found]}
+
+
 def measure(url: str, rows: pd.DataFrame, spec: DatasetSpec, row_only: str | None) -> dict:
     seed_seconds = seeded(url, rows, spec)
     features = materialized(url, spec) if spec.history else None
-    reset_outputs(url)
-    small = run_batch(url, end="2022-12-31")  # the first six copies: ~104,000 rows
+    small = small_window_peak(url)
     reset_outputs(url)
     full = run_batch(url)
     again = run_batch(url)  # nothing left to score: the cost of an idempotent re-run
